@@ -1,0 +1,97 @@
+"""The local backend: this machine is the pod.
+
+A "pod" is the job's folder under ``$RTRAIN_HOME/local/jobs/<job-id>``; its trainer runs detached
+(its own session), exactly as on a cloud pod, so the lifecycle code is the same. Terminating the pod
+ends the trainer's process group and removes the folder (the verified outputs are already copied
+out, as they are from a cloud pod).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from launcher.backends.base import Pod, PodRequest
+from launcher.config import Settings
+from launcher.executor.local import LocalExecutor
+
+POD_PREFIX = "local-"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LocalBackend:
+    name = "local"
+    shares_filesystem = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.rtrain_home() / "local"
+
+    def _folder(self, pod_id: str) -> Path:
+        return self.root / "jobs" / pod_id.removeprefix(POD_PREFIX)
+
+    def _pod(self, pod_id: str) -> Pod:
+        return Pod(id=pod_id, name=f"rtrain-{pod_id.removeprefix(POD_PREFIX)}", status="running",
+                   price_per_hr=0.0, root=str(self.root))
+
+    def create(self, request: PodRequest) -> Pod:
+        pod_id = POD_PREFIX + request.job_id
+        self._folder(pod_id).mkdir(parents=True, exist_ok=True)
+        return self._pod(pod_id)
+
+    def get(self, pod_id: str) -> Pod | None:
+        return self._pod(pod_id) if self._folder(pod_id).is_dir() else None
+
+    def wait_ready(self, pod: Pod, *, deadline_s: float) -> Pod:
+        return pod  # nothing to wait for: no image to pull, no sshd to start
+
+    def executor(self, pod: Pod) -> LocalExecutor:
+        return LocalExecutor(self.settings.local_python)
+
+    def terminate(self, pod_id: str) -> None:
+        folder = self._folder(pod_id)
+        pid_file = folder / "trainer.pid"
+        if pid_file.is_file() and not (folder / "exit_code").exists():
+            try:
+                pgid = int(pid_file.read_text().strip())
+            except ValueError:
+                pgid = 0
+            if pgid > 1:
+                self._kill_group(pgid)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    @staticmethod
+    def _kill_group(pgid: int, grace_s: float = 10.0) -> None:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def list(self) -> list[Pod]:
+        jobs = self.root / "jobs"
+        if not jobs.is_dir():
+            return []
+        return [self._pod(POD_PREFIX + d.name) for d in sorted(jobs.iterdir()) if d.is_dir()]

@@ -1,0 +1,76 @@
+"""What the launcher ships to the machine besides the data: the trainer's code, and the tiny model.
+
+The ``remote/`` package is zipped on every run (deterministically: same sources, same bytes, same
+sha256, so an unchanged trainer is never uploaded twice) and put first on the trainer's PYTHONPATH:
+a launcher and its trainer can never disagree about versions.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import remote
+from launcher.errors import UsageError
+from launcher.paths import ensure_private_dir, sample_dataset
+
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def remote_package_dir() -> Path:
+    return Path(remote.__file__).resolve().parent
+
+
+def build_code_zip(dest: Path) -> Path:
+    """Write ``remote/*.py`` into the zip ``dest`` with fixed timestamps and modes."""
+    src = remote_package_dir()
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(src.glob("*.py")):
+            info = zipfile.ZipInfo(f"remote/{path.name}", date_time=ZIP_EPOCH)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, path.read_bytes())
+    return dest
+
+
+def trainer_env_pythonpath() -> str:
+    """PYTHONPATH that lets a local python import this checkout's ``remote`` package."""
+    parent = str(remote_package_dir().parent)
+    old = os.environ.get("PYTHONPATH")
+    return parent + (os.pathsep + old if old else "")
+
+
+def tiny_model_dir(home: Path) -> Path:
+    return home / "models" / "rtrain-tiny"
+
+
+def ensure_tiny_model(home: Path, python: str | None = None) -> Path:
+    """The generated tiny model, built on first use (``python -m remote.tiny_model``)."""
+    out = tiny_model_dir(home)
+    if (out / "config.json").is_file():
+        return out
+    ensure_private_dir(out.parent)
+    env = dict(os.environ, PYTHONPATH=trainer_env_pythonpath())
+    cmd = [python or sys.executable, "-m", "remote.tiny_model", str(out), "--data", str(sample_dataset())]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UsageError(f"cannot build the tiny model with {cmd[0]}: {last} (is rtrain[train] installed?)")
+    return out
+
+
+def training_stack_missing(python: str | None = None) -> list[str]:
+    """The training packages ``python`` cannot import (empty when the local backend can run)."""
+    names = ["torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers"]
+    if python in (None, sys.executable):
+        import importlib.util
+
+        return [n for n in names if importlib.util.find_spec(n) is None]
+    probe = "import importlib.util,sys; print(' '.join(n for n in sys.argv[1:] if importlib.util.find_spec(n) is None))"
+    proc = subprocess.run([python, "-c", probe, *names], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return names
+    return proc.stdout.split()

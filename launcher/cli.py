@@ -1,0 +1,348 @@
+"""The ``rtrain`` command line.
+
+Start-up is kept fast (``rtrain --help`` and ``rtrain ls`` well under 200 ms): this module imports
+only click at the top; everything else is imported inside the command that needs it. Exit codes are
+mapped in one place, ``main``: 0 success, 1 training failed, 2 bad input, 3 provider or
+infrastructure, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from launcher.state import JobRecord, Registry
+
+
+
+def _err(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+
+
+def _registry() -> Registry:
+    from launcher.state import Registry
+
+    return Registry.open_default()
+
+
+def _settings() -> Any:
+    from launcher.config import Settings
+
+    return Settings()
+
+
+def _find(registry: Registry, key: str) -> JobRecord:
+    from launcher.errors import UsageError
+
+    try:
+        return registry.get(key)
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def cli() -> None:
+    """rtrain: fine-tune chat LLMs (LoRA/QLoRA) on a rented GPU, or this machine, with one command."""
+
+
+@cli.command()
+def version() -> None:
+    """Print rtrain's version."""
+    from launcher import __version__
+
+    click.echo(f"rtrain {__version__}")
+
+
+@cli.command()
+@click.option("--local", "local", is_flag=True, help="Run on this machine (same as --backend local).")
+@click.option("--backend", type=click.Choice(["local", "runpod", "lambda"]), help="Where to run [default: local].")
+@click.option("--gpu", metavar="NAME[:COUNT]", help="GPU type and count, e.g. h100 or h100:2.")
+@click.option("--model", metavar="ID_OR_PATH", help="Hub id or local folder [default: the template's].")
+@click.option("--dataset", "datasets", multiple=True, metavar="PATH", help="JSONL dataset (repeatable).")
+@click.option("--template", metavar="NAME", help="Run preset from templates/ (see `rtrain templates`).")
+@click.option("--epochs", type=float, help="Passes over the data.")
+@click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
+@click.option("--max-samples", type=int, help="Use at most this many examples (a seeded sample).")
+@click.option("--lr", type=float, help="Learning rate.")
+@click.option("--lora-rank", type=int, help="LoRA rank r.")
+@click.option("--lora-alpha", type=int, help="LoRA alpha [default: 2 x rank]; needs --lora-rank.")
+@click.option("--max-seq-length", type=int, help="Longest sequence in tokens; longer ones are truncated.")
+@click.option("--batch-size", type=int, help="Per-device batch size.")
+@click.option("--grad-accum", type=int, help="Gradient accumulation steps.")
+@click.option("--output", metavar="DIR", help="Where the adapter lands [default: runs/<job-id>].")
+@click.option("--name", help="A name for the job (shown by `rtrain ls`).")
+@click.option("--detach", is_flag=True, help="Start the trainer and return; come back with `rtrain resume`.")
+@click.option("--keep-pod", is_flag=True, help="Leave the machine running after the job.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Last line of stdout: the job as one JSON object.")
+def launch(local: bool, backend: str | None, template: str | None, output: str | None, datasets: tuple[str, ...],
+           detach: bool, keep_pod: bool, yes: bool, as_json: bool, **flags: Any) -> None:
+    """Validate, provision, upload, train, download the adapter, tear down."""
+    from launcher.errors import UsageError
+
+    if local and backend not in (None, "local"):
+        raise UsageError(f"--local and --backend {backend} disagree: give one")
+    values = {k: v for k, v in flags.items() if v is not None}
+    values["backend"] = "local" if local else (backend or "local")
+    if datasets:
+        values["datasets"] = list(datasets)
+    if output:
+        values["output_dir"] = output
+    _run_job(values, template, detach=detach, keep_pod=keep_pod, yes=yes, as_json=as_json)
+
+
+def _run_job(values: dict[str, Any], template: str | None, *, detach: bool, keep_pod: bool, yes: bool,
+             as_json: bool) -> None:
+    from launcher.bundle import training_stack_missing
+    from launcher.errors import RtrainError, UsageError
+    from launcher.job import Lifecycle, create_job
+    from launcher.plan import validate
+    from launcher.ui import Reporter
+
+    settings = _settings()
+    ui = Reporter()
+    plan = validate(values, template, settings)
+    if plan.spec.backend == "local":
+        missing = training_stack_missing(settings.local_python)
+        if missing:
+            raise UsageError(f"the local backend needs the training stack ({', '.join(missing)} missing): "
+                             "pip install 'rtrain[train]'")
+    for note in plan.notes:
+        ui.info(note)
+    for summary in plan.datasets.files:
+        ui.info(summary.describe())
+    registry = _registry()
+    create_job(plan, registry)
+    lifecycle = Lifecycle(plan.job_id, settings, registry, ui, keep_pod=keep_pod, detach=detach)
+    try:
+        rec = lifecycle.run()
+    except RtrainError:
+        if as_json:
+            click.echo(json.dumps(_public(registry.get(plan.job_id))))
+        raise
+    _report(rec, as_json)
+
+
+def _public(rec: JobRecord) -> dict[str, Any]:
+    keys = ("job_id", "status", "backend", "output_dir", "adapter_dir", "steps", "final_loss", "cost_usd", "pod_id")
+    data = rec.public()
+    return {k: data[k] for k in keys}
+
+
+def _report(rec: JobRecord, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(_public(rec)))
+        return
+    if rec.status == "running":
+        click.echo(f"job {rec.id} is running detached on {rec.pod_id}: `rtrain resume {rec.id}` to follow it")
+        return
+    loss = f", final loss {rec.final_loss:.4f}" if rec.final_loss is not None else ""
+    cost = f", cost ${rec.cost_usd:.2f}" if rec.cost_usd else ""
+    click.echo(f"job {rec.id} {rec.status}: {rec.steps} steps{loss}{cost}")
+    if rec.adapter_dir:
+        click.echo(f"adapter: {rec.adapter_dir}")
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--json", "as_json", is_flag=True, help="Last line of stdout: the job as one JSON object.")
+def resume(job: str, as_json: bool) -> None:
+    """Reattach to a job whose launcher died: follow, download, tear down."""
+    from launcher.errors import UsageError
+    from launcher.job import Lifecycle
+    from launcher.state import FINISHED
+    from launcher.ui import Reporter
+
+    registry = _registry()
+    rec = _find(registry, job)
+    if rec.status in FINISHED:
+        raise UsageError(f"job {rec.id} already {rec.status}: nothing to resume")
+    lifecycle = Lifecycle(rec.id, _settings(), registry, Reporter())
+    _report(lifecycle.run(resume=True), as_json)
+
+
+@cli.command()
+@click.argument("job")
+def down(job: str) -> None:
+    """Terminate a job's machine (by job id, name or pod id)."""
+    import time
+
+    from launcher.backends import get_backend
+    from launcher.job import terminate_with_retries
+
+    registry = _registry()
+    rec = _find(registry, job)
+    if rec.pod_id is None:
+        click.echo(f"job {rec.id} has no pod")
+        return
+    terminate_with_retries(get_backend(rec.backend, _settings()), rec.pod_id)
+    values: dict[str, Any] = {"phase": "teardown"}
+    if rec.status not in ("succeeded", "failed", "interrupted") or (rec.error or "").startswith("LEAK RISK"):
+        values.update(status="interrupted" if rec.status == "running" else rec.status, finished_at=time.time(),
+                      error=rec.error if not (rec.error or "").startswith("LEAK RISK") else "terminated by rtrain down")
+    registry.update(rec.id, **values)
+    registry.add_event(rec.id, "down", f"pod {rec.pod_id} terminated by rtrain down")
+    click.echo(f"terminated {rec.pod_id} (job {rec.id})")
+
+
+@cli.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as a JSON list.")
+def list_jobs(as_json: bool) -> None:
+    """List jobs, newest last."""
+    registry = _registry()
+    jobs = registry.jobs()
+    if as_json:
+        click.echo(json.dumps([r.public() for r in jobs], indent=None))
+        return
+    if not jobs:
+        click.echo("no jobs yet: try `rtrain launch --local`")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("JOB", "NAME", "STATUS", "PHASE", "BACKEND", "STEPS", "LOSS", "COST", "CREATED", "POD"):
+        table.add_column(col)
+    for r in jobs:
+        d = r.public()
+        table.add_row(r.id, r.name or "", _status_text(r), r.phase, r.backend, str(r.steps or ""),
+                      f"{r.final_loss:.4f}" if r.final_loss is not None else "",
+                      f"${r.cost_usd:.2f}" if r.cost_usd is not None else "",
+                      (d["created_at"] or "").replace("T", " ").rstrip("Z"), r.pod_id or "")
+    # Not a terminal (a pipe, CI): do not squeeze the table into rich's default 80 columns.
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=int(os.environ.get("COLUMNS", "160")))
+    console.print(table)
+
+
+def _status_text(rec: JobRecord) -> str:
+    if (rec.error or "").startswith("LEAK RISK"):
+        return "[bold red]LEAK RISK[/]"
+    colour = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}.get(rec.status)
+    return f"[{colour}]{rec.status}[/]" if colour else rec.status
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--json", "as_json", is_flag=True, help="Print the job and its events as JSON.")
+def show(job: str, as_json: bool) -> None:
+    """Show one job: its spec, outcome and events."""
+    import time
+
+    registry = _registry()
+    rec = _find(registry, job)
+    events = registry.events(rec.id)
+    if as_json:
+        click.echo(json.dumps({**rec.public(), "spec": rec.spec_dict, "events": events}))
+        return
+    d = rec.public()
+    for key in ("job_id", "name", "status", "phase", "backend", "pod_id", "output_dir", "adapter_dir", "steps",
+                "final_loss", "cost_usd", "created_at", "updated_at", "error"):
+        if d.get(key) is not None:
+            click.echo(f"{key:>12}: {d[key]}")
+    spec = rec.spec_dict
+    click.echo(f"{'spec':>12}: " + ", ".join(f"{k}={v}" for k, v in sorted(spec.items()) if v is not None))
+    click.echo("events:")
+    for ev in events:
+        stamp = time.strftime("%H:%M:%S", time.localtime(ev["ts"]))
+        click.echo(f"  {stamp} {ev['kind']:<16} {ev['message']}")
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--events", "show_events", is_flag=True, help="Print the trainer's JSON events instead of its log.")
+def logs(job: str, show_events: bool) -> None:
+    """Print a job's trainer log (from its machine while it runs, from runs/<job>/logs after)."""
+    from pathlib import Path
+
+    from launcher.backends import get_backend
+    from launcher.errors import UsageError
+    from launcher.job import EVENTS, LOG
+
+    registry = _registry()
+    rec = _find(registry, job)
+    name = EVENTS if show_events else LOG
+    saved = Path(rec.output_dir or "") / "logs" / name
+    backend = get_backend(rec.backend, _settings())
+    pod = backend.get(rec.pod_id) if rec.pod_id else None
+    if pod is not None and rec.workdir:
+        from launcher.transfer import read_from
+
+        data = read_from(backend.executor(pod), f"{rec.workdir}/{name}", 0, limit=1 << 30)
+        sys.stdout.write(data.decode(errors="replace"))
+    elif saved.is_file():
+        sys.stdout.write(saved.read_text(errors="replace"))
+    else:
+        raise UsageError(f"job {rec.id}: no {name} (its machine is gone and no copy was saved)")
+
+
+@cli.command()
+def templates() -> None:
+    """List the run presets for --template."""
+    from launcher.templates import available, load_template
+
+    for name in available():
+        t = load_template(name)
+        gpus = f"  [{', '.join(t.gpus)}]" if t.gpus else ""
+        click.echo(f"{name:<28} {t.description}{gpus}")
+
+
+@cli.command(name="init-tiny-model")
+@click.argument("directory", type=click.Path(file_okay=False))
+def init_tiny_model(directory: str) -> None:
+    """Build rtrain's tiny offline model (Qwen2 architecture, BPE tokenizer, ChatML) into DIRECTORY."""
+    import subprocess
+
+    from launcher.bundle import trainer_env_pythonpath
+    from launcher.errors import TrainingError
+    from launcher.paths import sample_dataset
+
+    env = dict(os.environ, PYTHONPATH=trainer_env_pythonpath())
+    cmd = [_settings().local_python or sys.executable, "-m", "remote.tiny_model", directory,
+           "--data", str(sample_dataset())]
+    if subprocess.run(cmd, env=env).returncode != 0:
+        raise TrainingError("building the tiny model failed (is rtrain[train] installed?)")
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and map every outcome to an exit code, with a one-line error."""
+    from launcher.errors import RtrainError
+
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        result = cli.main(args=argv, prog_name="rtrain", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        _err("aborted")
+        return 130
+    except click.ClickException as exc:
+        _err(exc.format_message())
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except RtrainError as exc:
+        _err(str(exc))
+        return exc.exit_code
+    except Exception as exc:
+        if os.environ.get("RTRAIN_DEBUG"):
+            raise
+        _err(f"internal error: {type(exc).__name__}: {exc} (set RTRAIN_DEBUG=1 for a traceback)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

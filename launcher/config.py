@@ -1,0 +1,155 @@
+"""Settings (environment and ``.env``) and ``JobSpec``, the validated description of one job."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from launcher.errors import UsageError
+from launcher.paths import DEFAULT_HOME, ensure_private_dir
+
+Backend = Literal["local", "runpod", "lambda"]
+BACKENDS: tuple[str, ...] = ("local", "runpod", "lambda")
+
+#: The model rtrain builds itself (``rtrain init-tiny-model``); no hub needed.
+TINY_MODEL = "rtrain-tiny"
+
+
+class Settings(BaseSettings):
+    """Everything read from the environment or ``.env``. Provider keys keep their usual names."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RTRAIN_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    home: Path = Field(Path(DEFAULT_HOME), description="registry, keys, local job folders")
+    runpod_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("RUNPOD_API_KEY", "RTRAIN_RUNPOD_API_KEY")
+    )
+    lambda_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("LAMBDA_API_KEY", "RTRAIN_LAMBDA_API_KEY")
+    )
+    hf_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("HF_TOKEN", "RTRAIN_HF_TOKEN")
+    )
+    runpod_api_url: str = "https://api.runpod.io/graphql"
+    lambda_api_url: str = "https://cloud.lambda.ai/api/v1"
+    image: str = "ghcr.io/rtrain/rtrain-trainer:0.1.0-cu128"
+    local_python: str | None = Field(None, description="python that runs the local trainer")
+    runs_dir: Path = Field(Path("runs"), description="where adapters land: <runs_dir>/<job-id>/")
+
+    def rtrain_home(self) -> Path:
+        return ensure_private_dir(self.home.expanduser())
+
+
+#: JobSpec field -> the flag a user types, for error messages.
+FLAG_OF = {
+    "backend": "--backend",
+    "gpu": "--gpu",
+    "gpu_count": "--gpu",
+    "model": "--model",
+    "datasets": "--dataset",
+    "template": "--template",
+    "epochs": "--epochs",
+    "max_steps": "--max-steps",
+    "lr": "--lr",
+    "lora_rank": "--lora-rank",
+    "lora_alpha": "--lora-alpha",
+    "max_seq_length": "--max-seq-length",
+    "batch_size": "--batch-size",
+    "grad_accum": "--grad-accum",
+    "output_dir": "--output",
+    "name": "--name",
+}
+
+
+class JobSpec(BaseModel):
+    """Everything a job needs, validated once, for every backend. Templates use the same keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Backend = "local"
+    gpu: str | None = None
+    gpu_count: int = Field(1, ge=1, le=8)
+    model: str = Field(min_length=1)
+    datasets: list[str] = Field(min_length=1)
+    template: str | None = None
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    max_samples: int | None = Field(None, gt=0)
+    lr: float = Field(2e-4, gt=0, lt=1)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lora_rank: int = Field(8, gt=0, le=1024)
+    lora_alpha: int | None = Field(None, gt=0)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    max_seq_length: int = Field(2048, gt=8)
+    batch_size: int = Field(1, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    load_in_4bit: bool = False
+    gradient_checkpointing: bool | None = None
+    seed: int = 42
+    logging_steps: int = Field(1, gt=0)
+    name: str | None = Field(None, max_length=48)
+    output_dir: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_plain(cls, value: str | None) -> str | None:
+        # It becomes part of the pod name and shows in tables: keep it to safe characters.
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._ -]*", value):
+            raise ValueError("use letters, digits, spaces, '.', '_' and '-', starting with a letter or digit")
+        return value
+
+    @model_validator(mode="after")
+    def _alpha_defaults_to_twice_rank(self) -> JobSpec:
+        if self.lora_alpha is None:
+            self.lora_alpha = 2 * self.lora_rank
+        return self
+
+    @property
+    def is_tiny_model(self) -> bool:
+        return self.model == TINY_MODEL
+
+
+def _describe(err: dict[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid"))
+    msg = re.sub(r"^(Value error|Assertion failed), ", "", msg)
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    if err.get("type") == "extra_forbidden":
+        return "unknown setting"
+    if "input" in err and not isinstance(err["input"], dict | list):
+        return f"{msg} (got {err['input']!r})"
+    return msg
+
+
+def spec_from(values: dict[str, Any], origin: dict[str, str]) -> JobSpec:
+    """Validate merged job values. ``origin`` maps a field to where its value came from (a flag or a
+    template file) so that the one-line error names it."""
+    try:
+        return JobSpec.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        where = origin.get(field) or FLAG_OF.get(field) or field
+        if field == "model" and err.get("type") == "missing":
+            raise UsageError("--model is required (or a --template that sets one)") from None
+        if field == "datasets" and err.get("type") in ("missing", "too_short"):
+            raise UsageError("--dataset is required for this backend") from None
+        raise UsageError(f"{where}: {_describe(err)}") from None

@@ -1,0 +1,79 @@
+"""Dataset validation on the user's machine, before any work or money: the trainer's own rules
+(``remote/formats.py``, standard library only) applied to every line, plus counts for the user."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launcher.errors import UsageError
+from remote.formats import DatasetError, example_text, read_examples
+
+#: Rough characters per token for English chat text with a BPE tokenizer; the cost command refines it
+#: with the real tokenizer when one is at hand.
+CHARS_PER_TOKEN = 4.0
+
+
+@dataclass
+class DatasetSummary:
+    path: Path
+    format: str
+    examples: int
+    conversations_with_system: int
+    multi_turn: int
+    approx_tokens: int
+    size_bytes: int
+
+    def describe(self) -> str:
+        extra = ""
+        if self.format == "messages":
+            extra = f", {self.conversations_with_system} with a system prompt, {self.multi_turn} multi-turn"
+        return (
+            f"{self.path.name}: {self.examples} examples ({self.format}{extra}), "
+            f"~{self.approx_tokens:,} tokens"
+        )
+
+
+@dataclass
+class DatasetsSummary:
+    files: list[DatasetSummary] = field(default_factory=list)
+
+    @property
+    def examples(self) -> int:
+        return sum(f.examples for f in self.files)
+
+    @property
+    def approx_tokens(self) -> int:
+        return sum(f.approx_tokens for f in self.files)
+
+
+def validate_dataset(path: str | Path) -> DatasetSummary:
+    """Parse every line of ``path``; UsageError ``file:line: what is wrong`` on the first bad one."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{p}: is a folder, expected a .jsonl file")
+    n = with_system = multi = chars = 0
+    fmt = ""
+    try:
+        for _line, fmt, example in read_examples(p):
+            n += 1
+            chars += len(example_text(example))
+            if fmt == "messages":
+                roles = [m["role"] for m in example["messages"]]
+                with_system += roles[0] == "system"
+                multi += roles.count("assistant") > 1
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from None
+    return DatasetSummary(
+        path=p,
+        format=fmt,
+        examples=n,
+        conversations_with_system=with_system,
+        multi_turn=multi,
+        approx_tokens=int(chars / CHARS_PER_TOKEN),
+        size_bytes=p.stat().st_size,
+    )
+
+
+def validate_datasets(paths: list[str]) -> DatasetsSummary:
+    return DatasetsSummary([validate_dataset(p) for p in paths])

@@ -1,0 +1,6 @@
+"""Executors run things on the job's machine: the local one (subprocess), SSH (later)."""
+
+from launcher.executor.base import Executor, RunResult
+from launcher.executor.local import LocalExecutor
+
+__all__ = ["Executor", "LocalExecutor", "RunResult"]

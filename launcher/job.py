@@ -1,0 +1,369 @@
+"""The job lifecycle: ``validate -> provision -> wait_ssh -> upload -> start -> follow -> download -> teardown``.
+
+One method per step, each transition written to the registry before the step runs, the same code for
+every backend (the local one included). ``teardown`` runs in ``finally``: a pod is never left behind
+unless the user asked for it (``--keep-pod``, ``--detach``), and if terminating fails the user is told
+exactly how to finish it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from launcher.backends import get_backend
+from launcher.backends.base import Backend, Pod, PodRequest
+from launcher.bundle import build_code_zip, ensure_tiny_model
+from launcher.config import JobSpec, Settings
+from launcher.errors import Interrupted, ProviderError, RtrainError, TrainingError
+from launcher.events import EventStream, TrainerStatus, parse_probe
+from launcher.executor.base import Executor
+from launcher.plan import Plan
+from launcher.state import JobRecord, Registry
+from launcher.transfer import discard, fetch_tree, publish_dir, sha256_file, staging_for, upload_blob, verify_manifest
+from launcher.ui import Reporter
+
+q = shlex.quote
+
+#: Names of the files in the job's folder on the machine (the trainer's side of the contract).
+EVENTS, LOG, EXIT_CODE, PID = "events.jsonl", "train.log", "exit_code", "trainer.pid"
+JOB_JSON, OUTPUT = "job.json", "output"
+
+#: Trainer spec keys that stay on the launcher's side.
+LAUNCHER_ONLY = {"backend", "gpu", "gpu_count", "template", "name", "output_dir"}
+
+
+def create_job(plan: Plan, registry: Registry) -> JobRecord:
+    """The job row, written before anything is asked of a provider (a crash later is findable)."""
+    spec = plan.spec
+    return registry.create_job(
+        plan.job_id, name=spec.name, backend=spec.backend, spec=spec.model_dump(mode="json"),
+        workdir=None, output_dir=str(plan.output_dir), pod_name=f"rtrain-{plan.job_id}",
+    )
+
+
+class Lifecycle:
+    def __init__(self, job_id: str, settings: Settings, registry: Registry, reporter: Reporter, *,
+                 keep_pod: bool = False, detach: bool = False, poll_s: float = 0.5) -> None:
+        self.settings, self.registry, self.ui = settings, registry, reporter
+        self.rec = registry.get(job_id)
+        self.id = self.rec.id
+        self.spec = JobSpec.model_validate(self.rec.spec_dict)
+        self.backend: Backend = get_backend(self.rec.backend, settings)
+        self.keep_pod, self.detach, self.poll_s = keep_pod, detach, poll_s
+        self.pod: Pod | None = None
+        self.ex: Executor | None = None
+        self.last_event: dict[str, Any] = {}
+
+    # paths on the machine -------------------------------------------------------------------
+
+    @property
+    def jobdir(self) -> str:
+        assert self.pod is not None
+        return f"{self.pod.root}/jobs/{self.id}"
+
+    def _phase(self, phase: str, message: str, **values: Any) -> None:
+        self.registry.set_phase(self.id, phase, message, **values)
+        self.ui.phase(message)
+
+    # the whole run ----------------------------------------------------------------------------
+
+    def run(self, resume: bool = False) -> JobRecord:
+        """Provision (or, resuming, wherever the registry says) through teardown. Raises the RtrainError
+        that ended the job, after teardown."""
+        status, error = "failed", None
+        try:
+            for step in self.resume_steps() if resume else self.all_steps():
+                step()
+                if step == self.start and self.detach:
+                    status = "detached"
+                    return self.registry.get(self.id)
+            status = "succeeded"
+        except KeyboardInterrupt:
+            status, error = "interrupted", "interrupted by the user"
+            raise Interrupted("interrupted: the pod was terminated") from None
+        except RtrainError as exc:
+            error = str(exc)
+            raise
+        except Exception as exc:
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            raise
+        finally:
+            if status in ("failed", "interrupted") and self.ex is not None:
+                self.save_logs()
+            self.teardown(status, error)
+        return self.registry.get(self.id)
+
+    def all_steps(self) -> list[Any]:
+        return [self.provision, self.wait_ssh, self.upload, self.start, self.follow, self.download]
+
+    def resume_steps(self) -> list[Any]:
+        """What is left of a job whose launcher died, from the phase the registry recorded."""
+        phase = self.rec.phase
+        self.pod = self.backend.get(self.rec.pod_id) if self.rec.pod_id else None
+        if self.pod is None:
+            if phase in ("validate", "provision"):
+                return self.all_steps()
+            raise ProviderError(f"pod {self.rec.pod_id} of job {self.id} is gone: nothing to resume")
+        self.ui.price_per_hr = self.pod.price_per_hr
+        if phase == "teardown":
+            return []
+        if phase == "download":
+            return [self.wait_ssh, self.download]
+        if phase == "follow":
+            return [self.wait_ssh, self.follow, self.download]
+        return [self.wait_ssh, self.upload, self.start, self.follow, self.download]
+
+    # the steps --------------------------------------------------------------------------------
+
+    def provision(self) -> None:
+        self._phase("provision", f"provisioning a {self.backend.name} machine for job {self.id}")
+        request = PodRequest(job_id=self.id, name=self.rec.pod_name or f"rtrain-{self.id}",
+                             gpu=self.spec.gpu, gpu_count=self.spec.gpu_count)
+        self.pod = self.backend.create(request)
+        self.registry.update(self.id, pod_id=self.pod.id, price_per_hr=self.pod.price_per_hr,
+                             workdir=self.jobdir, started_at=time.time())
+        self.ui.price_per_hr = self.pod.price_per_hr
+
+    def wait_ssh(self) -> None:
+        assert self.pod is not None
+        self._phase("wait_ssh", "waiting for the machine to accept commands")
+        self.pod = self.backend.wait_ready(self.pod, deadline_s=900)
+        self.ex = self.backend.executor(self.pod)
+
+    def upload(self) -> None:
+        assert self.pod is not None and self.ex is not None
+        self._phase("upload", "uploading the dataset, the trainer and the job")
+        blobs = f"{self.pod.root}/blobs"
+        mk = self.ex.run(f"mkdir -p {q(self.jobdir)}")
+        if not mk.ok:
+            raise ProviderError(f"cannot create {self.jobdir} on the machine: {mk.stderr.strip()}")
+        datasets = [self._upload_file(Path(p), blobs) for p in self.spec.datasets]
+        with tempfile.TemporaryDirectory() as tmp:
+            code = self._upload_file(build_code_zip(Path(tmp) / "remote.zip"), blobs, label="trainer code")
+        job = self.trainer_config(datasets)
+        job_bytes = json.dumps(job, indent=2).encode()
+        wrote = self.ex.run_stdin(f"cat > {q(self.jobdir)}/{JOB_JSON}.part && mv {q(self.jobdir)}/{JOB_JSON}.part "
+                                  f"{q(self.jobdir)}/{JOB_JSON}", io.BytesIO(job_bytes))
+        if not wrote.ok:
+            raise ProviderError(f"cannot write {JOB_JSON} on the machine: {wrote.stderr.strip()}")
+        self.registry.update(self.id, workdir=self.jobdir)
+        self.code_path = code
+
+    def _upload_file(self, local: Path, blobs: str, label: str | None = None) -> str:
+        assert self.ex is not None
+        sha = sha256_file(local)
+        size = local.stat().st_size
+        path, moved = upload_blob(self.ex, local, blobs, sha)
+        what = label or local.name
+        state = f"uploaded {size / 1e6:.2f} MB, sha256 verified" if moved else "already on the machine"
+        self.ui.info(f"  {what}: {state} ({sha[:12]})")
+        self.registry.add_event(self.id, "upload", f"{what}: {state}", {"sha256": sha, "bytes": size if moved else 0})
+        return path
+
+    def trainer_config(self, datasets: list[str]) -> dict[str, Any]:
+        job = {k: v for k, v in self.spec.model_dump(mode="json").items() if k not in LAUNCHER_ONLY}
+        job.update(job_id=self.id, datasets=datasets, output_dir=OUTPUT)
+        if self.spec.is_tiny_model:
+            job["model"] = self._model_path(ensure_tiny_model(self.settings.rtrain_home(), self.backend_python()))
+        elif Path(self.spec.model).is_dir():
+            job["model"] = self._model_path(Path(self.spec.model))
+        return job
+
+    def _model_path(self, folder: Path) -> str:
+        if self.backend.shares_filesystem:
+            return str(folder)
+        raise ProviderError(f"uploading a local model folder to a {self.backend.name} pod is not supported yet")
+
+    def backend_python(self) -> str | None:
+        return self.ex.python if self.ex is not None else None
+
+    def start(self) -> None:
+        assert self.ex is not None
+        if self.ex.run(f"test -f {q(self.jobdir)}/{PID}").ok:
+            self.ui.info("  the trainer was already started: following it")
+            return
+        self._phase("start", "starting the trainer (detached: it survives the launcher)")
+        self.registry.update(self.id, events_offset=0, log_offset=0)
+        inner = (
+            f"echo $$ > {PID}; PYTHONPATH={q(self.code_path)} {q(self.ex.python)} -m remote.train --config {JOB_JSON}"
+            f" > {EVENTS} 2> {LOG}; echo $? > {EXIT_CODE}.part && mv {EXIT_CODE}.part {EXIT_CODE}"
+        )
+        # os.setsid in a python shim: `setsid` is not on every machine (macOS), python always is here.
+        detach = "import os,sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])"
+        # Only the simple command goes to the background, with its own stdio: a backgrounded list
+        # would be a subshell holding the executor's output pipe open until the trainer ends.
+        cmd = (f"cd {q(self.jobdir)} || exit 1; rm -f {EXIT_CODE} {EVENTS} {LOG} {PID} || exit 1\n"
+               f"nohup {q(self.ex.python)} -c {q(detach)} bash -c {q(inner)} > /dev/null 2>&1 < /dev/null &")
+        started = self.ex.run(cmd)
+        if not started.ok:
+            raise ProviderError(f"cannot start the trainer: {started.stderr.strip()}")
+
+    def probe(self, offset: int) -> tuple[TrainerStatus, bytes]:
+        """One round trip: the trainer's state, then the events written after ``offset``."""
+        assert self.ex is not None
+        d = q(self.jobdir)
+        cmd = (
+            f"cd {d} && touch .followed; "
+            f"if test -f {EXIT_CODE}; then echo EXIT $(cat {EXIT_CODE}); "
+            f"elif ! test -f {PID}; then echo STARTING; "
+            f"elif kill -0 $(cat {PID}) 2>/dev/null; then echo RUNNING; else echo DEAD; fi; "
+            f"test -f {EVENTS} && tail -c +{offset + 1} {EVENTS} | head -c {1 << 20}; true"
+        )
+        sink = io.BytesIO()
+        result = self.ex.run_stdout(cmd, sink)
+        if not result.ok:
+            raise ProviderError(f"lost the job's folder on the machine: {result.stderr.strip()}")
+        return parse_probe(sink.getvalue())
+
+    def follow(self) -> None:
+        self._phase("follow", "training")
+        stream = EventStream(offset=self.registry.get(self.id).events_offset)
+        dead_seen = 0
+        delay = 0.1
+        while True:
+            before = stream.offset
+            status, data = self.probe(stream.offset)
+            for event in stream.feed(data):
+                self._on_event(event)
+            consumed = stream.offset - before
+            if consumed:
+                self.registry.update(self.id, events_offset=stream.offset, steps=self.last_event.get("steps_done"))
+                delay = 0.1
+            elif status.exit_code is not None:
+                break  # finished, and every complete line is read (a torn last line is dropped)
+            if status.state == "DEAD":
+                dead_seen += 1  # twice in a row: the exit_code file is written right after the trainer ends
+                if dead_seen >= 2:
+                    raise TrainingError("the trainer died without an exit code (killed? out of memory?); "
+                                        f"see `rtrain logs {self.id}`")
+            else:
+                dead_seen = 0
+            if not consumed:
+                time.sleep(delay)
+                delay = min(self.poll_s, delay * 2)
+        self.ui.stop_progress()
+        self._check_exit(status.exit_code)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self.ui.training_event(event)
+        kind = event["event"]
+        if kind == "step":
+            self.last_event["steps_done"] = event.get("step")
+            self.last_event["loss"] = event.get("loss")
+        elif kind in ("start", "done", "error", "checkpoint"):
+            self.last_event[kind] = event
+            data = {k: v for k, v in event.items() if k not in ("event", "ts")}
+            self.registry.add_event(self.id, f"trainer.{kind}", str(event.get("message", kind)), data)
+
+    def _check_exit(self, code: int | None) -> None:
+        if code == 0 and "done" in self.last_event:
+            done = self.last_event["done"]
+            self.registry.update(self.id, steps=done.get("steps"), final_loss=done.get("final_loss"))
+            return
+        err = self.last_event.get("error", {})
+        if code == 130:
+            raise Interrupted("the trainer was interrupted")
+        message = err.get("message") or f"the trainer exited with code {code}"
+        self.show_log_tail()
+        raise TrainingError(f"training failed: {message}")
+
+    def show_log_tail(self, lines: int = 15) -> None:
+        assert self.ex is not None
+        tail = self.ex.run(f"tail -n {lines} {q(self.jobdir)}/{LOG} 2>/dev/null")
+        if tail.ok and tail.stdout.strip():
+            self.ui.info(f"last lines of {LOG}:")
+            for line in tail.stdout.rstrip().splitlines():
+                self.ui.info(f"  | {line}")
+
+    def download(self) -> None:
+        assert self.ex is not None
+        final = Path(self.rec.output_dir or "")
+        self._phase("download", f"downloading the outputs into {final}")
+        staging = staging_for(final)
+        try:
+            fetch_tree(self.ex, f"{self.jobdir}/{OUTPUT}", staging)
+            files = verify_manifest(staging)
+            fetch_tree(self.ex, self.jobdir, staging / "logs", names=[EVENTS, LOG])
+        except BaseException:
+            discard(staging)
+            raise
+        publish_dir(staging, final)  # if this refuses, the verified outputs stay in staging (it says where)
+        adapter = final / "adapter"
+        self.registry.update(self.id, adapter_dir=str(adapter) if adapter.is_dir() else None)
+        self.ui.info(f"  {len(files)} files verified against manifest.json")
+
+    def save_logs(self) -> None:
+        """After a failure, keep the trainer's logs (never a partial adapter) for `rtrain logs`."""
+        assert self.ex is not None
+        try:
+            final = Path(self.rec.output_dir or "")
+            fetch_tree(self.ex, self.jobdir, final / "logs", names=[EVENTS, LOG])
+        except Exception:  # best effort: the job has already failed for a reason worth reporting
+            pass
+
+    @contextmanager
+    def _signals_deferred(self) -> Iterator[None]:
+        """Ctrl-C must not abort the termination of a pod: ignore it until teardown is done."""
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for s in old:
+                signal.signal(s, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            old = {}
+        try:
+            yield
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+    def teardown(self, status: str, error: str | None) -> None:
+        rec = self.registry.get(self.id)
+        pod_id = self.pod.id if self.pod is not None else rec.pod_id
+        ended_in = "done" if status == "succeeded" else rec.phase  # where a failed job stopped, for `rtrain ls`
+        leaving_up = status == "detached" or self.keep_pod
+        with self._signals_deferred():
+            if pod_id is not None and not leaving_up:
+                self._phase("teardown", f"terminating {pod_id}")
+                try:
+                    terminate_with_retries(self.backend, pod_id)
+                except Exception as exc:
+                    self.registry.update(self.id, status="failed", phase=ended_in, finished_at=time.time(),
+                                         error=f"LEAK RISK: pod {pod_id} may still be running: {exc}")
+                    self.ui.error(f"could not terminate pod {pod_id}: {exc}")
+                    self.ui.error(f"it may still be billing: end it with `rtrain down {self.id}`")
+                    raise ProviderError(f"pod {pod_id} may still be running; run `rtrain down {self.id}`") from exc
+            if leaving_up and pod_id is not None:
+                why = "--detach" if status == "detached" else "--keep-pod"
+                self.ui.warn(f"pod {pod_id} left running ({why}); come back with `rtrain resume {self.id}`, "
+                             f"end it with `rtrain down {self.id}`")
+            self._finish(status, error, ended_in)
+
+    def _finish(self, status: str, error: str | None, phase: str) -> None:
+        rec = self.registry.get(self.id)
+        now = time.time()
+        cost = None
+        if rec.price_per_hr is not None and rec.started_at is not None:
+            cost = round(rec.price_per_hr * (now - rec.started_at) / 3600, 4)
+        if status == "detached":
+            self.registry.update(self.id, status="running", error=None)
+            self.registry.add_event(self.id, "detached", "launcher detached; the trainer runs on")
+            return
+        self.registry.update(self.id, status=status, phase=phase, error=error, cost_usd=cost, finished_at=now)
+        self.registry.add_event(self.id, "finished", error or status)
+
+
+def terminate_with_retries(backend: Backend, pod_id: str, attempts: int = 5) -> None:
+    from tenacity import retry, stop_after_attempt, wait_exponential
+
+    retry(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=8), reraise=True)(
+        backend.terminate
+    )(pod_id)

@@ -1,0 +1,55 @@
+"""Where rtrain keeps things, resolved without importing pydantic (``rtrain ls`` must start fast).
+
+``Settings`` (launcher/config.py) reads the same variables; this module is the cheap path for commands
+that only need to find the registry.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_HOME = "~/.rtrain"
+
+
+def dotenv_value(name: str, env_file: str | os.PathLike[str] = ".env") -> str | None:
+    """The value of ``name`` in the environment, else in ``.env`` of the working folder, else None."""
+    if name in os.environ:
+        return os.environ[name]
+    path = Path(env_file)
+    if not path.is_file():
+        return None
+    from dotenv import dotenv_values  # small, and only when a .env exists
+
+    return dotenv_values(path).get(name)
+
+
+def rtrain_home() -> Path:
+    """``$RTRAIN_HOME`` (or the one in ``.env``), default ``~/.rtrain``; created private (0700)."""
+    home = Path(dotenv_value("RTRAIN_HOME") or DEFAULT_HOME).expanduser()
+    ensure_private_dir(home)
+    return home
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) if needed and make it 0700: it may hold keys and job specs."""
+    path.mkdir(parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != 0o700:
+        path.chmod(0o700)
+    return path
+
+
+def project_root() -> Path:
+    """The folder that holds ``templates/`` and ``examples/``: inside the installed package for a
+    wheel (hatch force-include), the repository root for an editable install."""
+    here = Path(__file__).resolve().parent
+    bundled = here / "_bundled"
+    return bundled if bundled.is_dir() else here.parent
+
+
+def templates_dir() -> Path:
+    return project_root() / "templates"
+
+
+def sample_dataset() -> Path:
+    return project_root() / "examples" / "chats.jsonl"

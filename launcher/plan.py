@@ -1,0 +1,114 @@
+"""``validate``: everything checked before any work, any API call, any money.
+
+Merges the embedded default, a template and the flags into one ``JobSpec``, checks the model, every
+dataset line and the output folder, and returns a ``Plan`` the lifecycle runs. Any problem is a
+``UsageError`` (exit 2) naming the flag, the file or the line.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launcher.config import TINY_MODEL, JobSpec, Settings, spec_from
+from launcher.dataset import DatasetsSummary, validate_datasets
+from launcher.errors import UsageError
+from launcher.paths import sample_dataset
+from launcher.templates import DEFAULT_TEMPLATE, load_template
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass
+class Plan:
+    job_id: str
+    spec: JobSpec
+    datasets: DatasetsSummary
+    output_dir: Path
+    #: "tiny" (built by rtrain), "path" (a local folder) or "hub" (an id the machine downloads)
+    model_kind: str
+    notes: list[str]
+
+
+def new_job_id() -> str:
+    """Sortable, readable and unique enough: ``YYMMDD-HHMMSS-xxxx``."""
+    return time.strftime("%y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def parse_gpu(value: str) -> tuple[str, int]:
+    name, _, count = value.partition(":")
+    if not name:
+        raise UsageError(f"--gpu {value}: expected NAME or NAME:COUNT, e.g. h100 or h100:2")
+    if not count:
+        return name.lower(), 1
+    if not count.isdigit() or int(count) < 1:
+        raise UsageError(f"--gpu {value}: COUNT must be a positive whole number")
+    return name.lower(), int(count)
+
+
+def merge_values(flags: dict[str, Any], template_name: str | None) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """Defaults <- template <- flags. Returns the values, where each came from, and notes for the user."""
+    notes: list[str] = []
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if template_name is None and "model" not in flags:
+        template_name = DEFAULT_TEMPLATE
+        notes.append(f"no --model given: using the embedded default template '{DEFAULT_TEMPLATE}'")
+    if template_name is not None:
+        template = load_template(template_name)
+        for key, value in template.job.items():
+            values[key] = value
+            origin[key] = f"{template.path.name}: {key}"
+        values["template"] = template_name
+    if "lora_alpha" in flags and "lora_rank" not in flags and "lora_rank" not in values:
+        raise UsageError("--lora-alpha needs --lora-rank (alpha only means something relative to the rank)")
+    for key, value in flags.items():
+        values[key] = value
+        origin.pop(key, None)
+    return values, origin, notes
+
+
+def check_model(model: str) -> str:
+    if model == TINY_MODEL:
+        return "tiny"
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise UsageError(f"--model {model}: not a model folder (no config.json in it)")
+        return "path"
+    if model.startswith((".", "/", "~")) or model.count("/") > 1 or not HUB_ID.match(model):
+        raise UsageError(f"--model {model}: no such folder, and not a hub id like org/name")
+    return "hub"
+
+
+def check_output(output: str | None, runs_dir: Path, job_id: str) -> Path:
+    path = Path(output).expanduser() if output else runs_dir / job_id
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"--output {path}: already exists and is not empty (rtrain never overwrites an adapter)")
+    return path.resolve()
+
+
+def validate(flags: dict[str, Any], template: str | None, settings: Settings) -> Plan:
+    flags = dict(flags)
+    if "gpu" in flags:
+        flags["gpu"], flags["gpu_count"] = parse_gpu(flags["gpu"])
+    values, origin, notes = merge_values(flags, template)
+    if not values.get("datasets") and values.get("backend", "local") == "local":
+        values["datasets"] = [str(sample_dataset())]
+        notes.append(f"no --dataset given: using the bundled sample {sample_dataset().name}")
+    spec = spec_from(values, origin)
+    model_kind = check_model(spec.model)
+    if model_kind == "path":
+        spec.model = str(Path(spec.model).expanduser().resolve())
+    if spec.backend == "local" and spec.gpu:
+        notes.append(f"--gpu {spec.gpu} is ignored by the local backend (it uses this machine)")
+    datasets = validate_datasets(spec.datasets)
+    spec.datasets = [str(Path(p).resolve()) for p in spec.datasets]
+    job_id = new_job_id()
+    output_dir = check_output(spec.output_dir, settings.runs_dir, job_id)
+    return Plan(job_id=job_id, spec=spec, datasets=datasets, output_dir=output_dir, model_kind=model_kind,
+                notes=notes)

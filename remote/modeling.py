@@ -1,0 +1,110 @@
+"""Loading the base model and tokenizer and putting LoRA on it.
+
+Unsloth's ``FastLanguageModel`` when CUDA is there and unsloth is installed (it is 2x faster and
+needs less memory); plain transformers + peft everywhere else. Unsloth is never imported without a
+GPU: its import raises there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+from remote.jobconfig import TrainConfig
+
+#: Projections Unsloth patches; "all-linear" means these for it.
+UNSLOTH_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    engine: str  # "unsloth" or "transformers+peft"
+    device: str
+    bf16: bool
+
+
+def pick_engine() -> tuple[str, str]:
+    import torch
+
+    if torch.cuda.is_available():
+        engine = "unsloth" if importlib.util.find_spec("unsloth") is not None else "transformers+peft"
+        return engine, f"cuda ({torch.cuda.get_device_name(0)})"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "transformers+peft", "mps"
+    return "transformers+peft", "cpu"
+
+
+def load_for_training(cfg: TrainConfig) -> Loaded:
+    engine, device = pick_engine()
+    if engine == "unsloth":
+        return _load_unsloth(cfg, device)
+    return _load_peft(cfg, device)
+
+
+def _load_unsloth(cfg: TrainConfig, device: str) -> Loaded:
+    from unsloth import FastLanguageModel, is_bfloat16_supported  # noqa: I001 (must precede transformers)
+
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=cfg.model, max_seq_length=cfg.max_seq_length, dtype=None, load_in_4bit=cfg.load_in_4bit
+    )
+    targets = UNSLOTH_TARGETS if cfg.target_modules == "all-linear" else cfg.target_modules
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        bias="none",
+        use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing is not False else False,
+        random_state=cfg.seed,
+        use_rslora=False,  # llama.cpp scales by alpha/rank
+    )
+    return Loaded(model, tokenizer, "unsloth", device, bool(is_bfloat16_supported()))
+
+
+def _load_peft(cfg: TrainConfig, device: str) -> Loaded:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cuda = device.startswith("cuda")
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if bf16 else torch.float32}
+    if cfg.load_in_4bit:
+        if not cuda:
+            raise RuntimeError("load_in_4bit needs a CUDA GPU (bitsandbytes); drop it for CPU runs")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float16,
+        )
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    model = AutoModelForCausalLM.from_pretrained(cfg.model, **kwargs)
+    if cfg.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model)
+    if cfg.gradient_checkpointing or (cfg.gradient_checkpointing is None and cuda):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    lora = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+        use_rslora=False,
+    )
+    model = get_peft_model(model, lora)
+    return Loaded(model, tokenizer, "transformers+peft", device, bf16)
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

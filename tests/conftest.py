@@ -1,0 +1,106 @@
+"""Shared fixtures: a private RTRAIN_HOME per test, the tiny model built once per session, and ways
+to run the real CLI (in-process for fast input checks, as a subprocess for whole jobs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "examples" / "chats.jsonl"
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """rtrain's tiny model, built once with the real builder (``python -m remote.tiny_model``)."""
+    out = tmp_path_factory.mktemp("models") / "rtrain-tiny"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    subprocess.run([sys.executable, "-m", "remote.tiny_model", str(out), "--data", str(SAMPLE)],
+                   check=True, env=env, capture_output=True)
+    return out
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private RTRAIN_HOME and working folder; nothing of the user's is touched."""
+    h = tmp_path / "rtrain-home"
+    monkeypatch.setenv("RTRAIN_HOME", str(h))
+    for var in ("RUNPOD_API_KEY", "LAMBDA_API_KEY", "HF_TOKEN", "RTRAIN_RUNS_DIR", "RTRAIN_LOCAL_PYTHON"):
+        monkeypatch.delenv(var, raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return h
+
+
+@pytest.fixture
+def home_with_tiny(home: Path, tiny_model: Path) -> Path:
+    """RTRAIN_HOME whose model cache already holds the session's tiny model (no rebuild per test)."""
+    models = home / "models"
+    models.mkdir(parents=True)
+    (models / "rtrain-tiny").symlink_to(tiny_model, target_is_directory=True)
+    return home
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def json_line(self) -> dict:
+        return json.loads(self.out.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run ``rtrain ARGS`` in this process through ``launcher.cli.main`` (exit-code mapping included)."""
+    from launcher.cli import main
+
+    def run(*args: str) -> CliResult:
+        old = signal.getsignal(signal.SIGTERM)
+        try:
+            code = main(list(args))
+        finally:
+            signal.signal(signal.SIGTERM, old)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def rtrain_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "launcher.cli", *args]
+
+
+@pytest.fixture
+def cli_proc() -> Iterator:
+    """Run ``rtrain ARGS`` as a real process (what a user runs), with the test's environment."""
+
+    def run(*args: str, timeout: float = 300) -> CliResult:
+        proc = subprocess.run(rtrain_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+    yield run
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def chat(*turns: tuple[str, str]) -> dict:
+    return {"messages": [{"role": r, "content": c} for r, c in turns]}
