@@ -203,30 +203,28 @@ def list_jobs(as_json: bool) -> None:
     if not jobs:
         click.echo("no jobs yet: try `rtrain launch --local`")
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
-    for col in ("JOB", "NAME", "STATUS", "PHASE", "BACKEND", "STEPS", "LOSS", "COST", "CREATED", "POD"):
-        table.add_column(col)
+    header = ("JOB", "NAME", "STATUS", "PHASE", "BACKEND", "STEPS", "LOSS", "COST", "CREATED", "POD")
+    rows = []
     for r in jobs:
-        d = r.public()
-        table.add_row(r.id, r.name or "", _status_text(r), r.phase, r.backend, str(r.steps or ""),
-                      f"{r.final_loss:.4f}" if r.final_loss is not None else "",
-                      f"${r.cost_usd:.2f}" if r.cost_usd is not None else "",
-                      (d["created_at"] or "").replace("T", " ").rstrip("Z"), r.pod_id or "")
-    # Not a terminal (a pipe, CI): do not squeeze the table into rich's default 80 columns.
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console = Console(highlight=False, width=int(os.environ.get("COLUMNS", "160")))
-    console.print(table)
+        created = (r.public()["created_at"] or "").replace("T", " ").rstrip("Z")
+        rows.append((r.id, r.name or "", _status_word(r), r.phase, r.backend, str(r.steps or ""),
+                     f"{r.final_loss:.4f}" if r.final_loss is not None else "",
+                     f"${r.cost_usd:.2f}" if r.cost_usd is not None else "", created, r.pod_id or ""))
+    # A plain aligned table: rich's Table renders 200 rows in ~250 ms, and `rtrain ls` must start fast.
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    click.echo(click.style("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(), bold=True))
+    for row in rows:
+        cells = [click.style(c.ljust(w), fg=_STATUS_COLOUR.get(c)) if i == 2 else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        click.echo("  ".join(cells).rstrip())
 
 
-def _status_text(rec: JobRecord) -> str:
-    if (rec.error or "").startswith("LEAK RISK"):
-        return "[bold red]LEAK RISK[/]"
-    colour = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}.get(rec.status)
-    return f"[{colour}]{rec.status}[/]" if colour else rec.status
+_STATUS_COLOUR = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan",
+                  "LEAK RISK": "red"}
+
+
+def _status_word(rec: JobRecord) -> str:
+    return "LEAK RISK" if (rec.error or "").startswith("LEAK RISK") else rec.status
 
 
 @cli.command()
@@ -290,8 +288,9 @@ def templates() -> None:
 
     for name in available():
         t = load_template(name)
-        gpus = f"  [{', '.join(t.gpus)}]" if t.gpus else ""
-        click.echo(f"{name:<28} {t.description}{gpus}")
+        click.echo(f"{click.style(name, bold=True)}\n    {t.description}")
+        if t.gpus:
+            click.echo(f"    fits: {', '.join(t.gpus)}")
 
 
 @cli.command(name="init-tiny-model")
