@@ -256,13 +256,16 @@ def show(job: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("job")
 @click.option("--events", "show_events", is_flag=True, help="Print the trainer's JSON events instead of its log.")
-def logs(job: str, show_events: bool) -> None:
+@click.option("--follow", "-f", is_flag=True, help="Keep printing as the trainer writes, until it ends.")
+def logs(job: str, show_events: bool, follow: bool) -> None:
     """Print a job's trainer log (from its machine while it runs, from runs/<job>/logs after)."""
+    import shlex
+    import time
     from pathlib import Path
 
     from launcher.backends import get_backend
     from launcher.errors import UsageError
-    from launcher.job import EVENTS, LOG
+    from launcher.job import EVENTS, EXIT_CODE, LOG
 
     registry = _registry()
     rec = _find(registry, job)
@@ -273,8 +276,17 @@ def logs(job: str, show_events: bool) -> None:
     if pod is not None and rec.workdir:
         from launcher.transfer import read_from
 
-        data = read_from(backend.executor(pod), f"{rec.workdir}/{name}", 0, limit=1 << 30)
-        sys.stdout.write(data.decode(errors="replace"))
+        ex, offset = backend.executor(pod), 0
+        while True:
+            data = read_from(ex, f"{rec.workdir}/{name}", offset)
+            sys.stdout.write(data.decode(errors="replace"))
+            sys.stdout.flush()
+            offset += len(data)
+            ended = f"test -f {shlex.quote(rec.workdir)}/{EXIT_CODE} || ! test -d {shlex.quote(rec.workdir)}"
+            if not follow or (not data and ex.run(ended).ok):
+                break
+            if not data:
+                time.sleep(1.0)
     elif saved.is_file():
         sys.stdout.write(saved.read_text(errors="replace"))
     else:
@@ -318,7 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and map every outcome to an exit code, with a one-line error."""
     from launcher.errors import RtrainError
 
+    # A kill or a closed terminal must still run teardown (a pod left behind keeps billing).
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, _sigterm_as_interrupt)
     try:
         result = cli.main(args=argv, prog_name="rtrain", standalone_mode=False)
         return result if isinstance(result, int) else 0

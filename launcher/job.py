@@ -90,6 +90,9 @@ class Lifecycle:
         except KeyboardInterrupt:
             status, error = "interrupted", "interrupted by the user"
             raise Interrupted("interrupted: the pod was terminated") from None
+        except Interrupted as exc:
+            status, error = "interrupted", str(exc)
+            raise
         except RtrainError as exc:
             error = str(exc)
             raise

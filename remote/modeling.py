@@ -8,6 +8,7 @@ GPU: its import raises there.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,9 @@ def pick_engine() -> tuple[str, str]:
 
 def load_for_training(cfg: TrainConfig) -> Loaded:
     engine, device = pick_engine()
+    if engine != "unsloth":
+        why = "unsloth is not installed" if device.startswith("cuda") else f"no CUDA GPU ({device})"
+        print(f"[trainer] using transformers + peft: {why}", file=sys.stderr)
     if engine == "unsloth":
         return _load_unsloth(cfg, device)
     return _load_peft(cfg, device)

@@ -188,6 +188,10 @@ def test_detach_then_resume(home_with_tiny: Path, cli_proc) -> None:
     job = result.json_line()
     assert job["status"] == "running" and job["adapter_dir"] is None
     assert "rtrain resume" in result.err
+    followed = cli_proc("logs", job["job_id"], "--follow")  # returns once the trainer has ended
+    assert followed.code == 0 and "train_runtime" in followed.out
+    events = cli_proc("logs", job["job_id"], "--events")
+    assert '"event": "done"' in events.out
     resumed = cli_proc("resume", job["job_id"], "--json")
     assert resumed.code == 0, resumed.err
     assert resumed.json_line()["status"] == "succeeded"

@@ -100,6 +100,23 @@ def test_trainer_rejects_a_bad_job_file_with_an_error_event(tmp_path: Path) -> N
     assert code == 2 and "unknown keys ['surprise']" in events[-1]["message"]
 
 
+def test_trainer_never_imports_unsloth_without_a_gpu(tmp_path: Path, tiny_model: Path) -> None:
+    # an unsloth that is installed but cannot work here: its import raises, as the real one does
+    fake = tmp_path / "site" / "unsloth"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise NotImplementedError('Unsloth cannot find any torch accelerator')\n")
+    data = write_jsonl(tmp_path / "d.jsonl", [chat(("user", "a"), ("assistant", "b"))] * 4)
+    job = {"job_id": "x", "model": str(tiny_model), "datasets": [str(data)], "max_steps": 2}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    proc = subprocess.run([sys.executable, "-m", "remote.train", "--config", str(tmp_path / "job.json")],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{tmp_path / 'site'}"))
+    assert proc.returncode == 0, proc.stderr
+    start = json.loads(proc.stdout.splitlines()[0])
+    assert start["engine"] == "transformers+peft" and start["device"] == "cpu"
+    assert "using transformers + peft: no CUDA GPU (cpu)" in proc.stderr
+
+
 def test_trainer_reports_a_bad_dataset_line(tmp_path: Path, tiny_model: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", [chat(("user", "a"), ("assistant", "b")), "{oops"])
     code, events = run_trainer(tmp_path, {"job_id": "x", "model": str(tiny_model), "datasets": [str(data)]})
