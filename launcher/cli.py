@@ -79,6 +79,8 @@ def version() -> None:
 @click.option("--name", help="A name for the job (shown by `rtrain ls`).")
 @click.option("--detach", is_flag=True, help="Start the trainer and return; come back with `rtrain resume`.")
 @click.option("--keep-pod", is_flag=True, help="Leave the machine running after the job.")
+@click.option("--watchdog", metavar="DURATION",
+              help="Let the pod end itself when the finished job goes unfollowed this long (e.g. 30m).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Last line of stdout: the job as one JSON object.")
 def launch(local: bool, backend: str | None, template: str | None, output: str | None, datasets: tuple[str, ...],

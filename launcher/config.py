@@ -73,6 +73,7 @@ FLAG_OF = {
     "grad_accum": "--grad-accum",
     "output_dir": "--output",
     "name": "--name",
+    "watchdog_s": "--watchdog",
 }
 
 
@@ -105,6 +106,8 @@ class JobSpec(BaseModel):
     load_in_4bit: bool = False
     gradient_checkpointing: bool | None = None
     seed: int = 42
+    #: seconds after which the pod's watchdog ends a finished job nobody follows (None: off)
+    watchdog_s: int | None = Field(None, ge=60)
     logging_steps: int = Field(1, gt=0)
     name: str | None = Field(None, max_length=48)
     output_dir: str | None = None

@@ -38,7 +38,7 @@ EVENTS, LOG, EXIT_CODE, PID = "events.jsonl", "train.log", "exit_code", "trainer
 JOB_JSON, OUTPUT = "job.json", "output"
 
 #: Trainer spec keys that stay on the launcher's side.
-LAUNCHER_ONLY = {"backend", "gpu", "gpu_count", "template", "name", "output_dir"}
+LAUNCHER_ONLY = {"backend", "gpu", "gpu_count", "template", "name", "output_dir", "watchdog_s"}
 
 
 def create_job(plan: Plan, registry: Registry) -> JobRecord:
@@ -209,6 +209,17 @@ class Lifecycle:
         started = self.ex.run(cmd)
         if not started.ok:
             raise ProviderError(f"cannot start the trainer: {started.stderr.strip()}")
+        if self.spec.watchdog_s:
+            self.arm_watchdog(self.spec.watchdog_s)
+
+    def arm_watchdog(self, seconds: int) -> None:
+        """Ask the pod's watchdog (docker/watchdog.sh) to end the pod once this job has finished and
+        gone unfollowed for ``seconds``."""
+        assert self.ex is not None
+        armed = self.ex.run(f"echo {int(seconds)} > {q(self.jobdir)}/watchdog")
+        if not armed.ok:
+            raise ProviderError(f"cannot arm the pod's watchdog: {armed.stderr.strip()}")
+        self.ui.info(f"  watchdog armed: the pod ends itself {seconds // 60} min after the job ends unfollowed")
 
     def probe(self, offset: int) -> tuple[TrainerStatus, bytes]:
         """One round trip: the trainer's state, then the events written after ``offset``."""

@@ -50,6 +50,18 @@ def parse_gpu(value: str) -> tuple[str, int]:
     return name.lower(), int(count)
 
 
+def parse_duration(value: str) -> int:
+    """``90s``, ``30m``, ``2h`` or a bare number of minutes, in seconds."""
+    text = value.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 60)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        raise UsageError(f"--watchdog {value}: expected a duration such as 90s, 30m or 2h") from None
+    return int(seconds)
+
+
 def merge_values(flags: dict[str, Any], template_name: str | None) -> tuple[dict[str, Any], dict[str, str], list[str]]:
     """Defaults <- template <- flags. Returns the values, where each came from, and notes for the user."""
     notes: list[str] = []
@@ -96,6 +108,8 @@ def validate(flags: dict[str, Any], template: str | None, settings: Settings) ->
     flags = dict(flags)
     if "gpu" in flags:
         flags["gpu"], flags["gpu_count"] = parse_gpu(flags["gpu"])
+    if "watchdog" in flags:
+        flags["watchdog_s"] = parse_duration(flags.pop("watchdog"))
     values, origin, notes = merge_values(flags, template)
     if not values.get("datasets") and values.get("backend", "local") == "local":
         values["datasets"] = [str(sample_dataset())]

@@ -48,6 +48,8 @@ def assert_usage_error(result, home: Path, *needles: str) -> None:
         (["--gpu", "h100:zero"], ["--gpu h100:zero", "COUNT"]),
         (["--name", "bad/name"], ["--name"]),
         (["--bogus-flag"], ["--bogus-flag"]),
+        (["--watchdog", "soon"], ["--watchdog soon", "duration"]),
+        (["--watchdog", "10s"], ["--watchdog", "greater than or equal to 60"]),
     ],
 )
 def test_bad_flags(cli, home: Path, tmp_path: Path, args: list[str], needles: list[str]) -> None:
