@@ -91,7 +91,8 @@ def launch(local: bool, backend: str | None, template: str | None, output: str |
     if local and backend not in (None, "local"):
         raise UsageError(f"--local and --backend {backend} disagree: give one")
     values = {k: v for k, v in flags.items() if v is not None}
-    values["backend"] = "local" if local else (backend or "local")
+    # --gpu alone means a cloud GPU: RunPod, unless a backend is named
+    values["backend"] = "local" if local else (backend or ("runpod" if values.get("gpu") else "local"))
     if datasets:
         values["datasets"] = list(datasets)
     if output:

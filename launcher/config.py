@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     lambda_api_url: str = "https://cloud.lambda.ai/api/v1"
     image: str = "ghcr.io/rtrain/rtrain-trainer:0.1.0-cu128"
     local_python: str | None = Field(None, description="python that runs the local trainer")
+    remote_python: str = Field("python3", description="python that runs the trainer on a pod")
+    runpod_cloud_type: Literal["SECURE", "COMMUNITY", "ALL"] = "SECURE"
+    runpod_cloud_fallback: bool = Field(True, description="on no capacity, retry with cloudType ALL")
+    container_disk_gb: int = Field(40, ge=10)
+    volume_gb: int = Field(50, ge=0)
+    ready_timeout_s: float = Field(1200.0, gt=0, description="deadline for a pod to accept SSH commands")
     runs_dir: Path = Field(Path("runs"), description="where adapters land: <runs_dir>/<job-id>/")
 
     def rtrain_home(self) -> Path:
@@ -83,7 +89,7 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: Backend = "local"
-    gpu: str | None = None
+    gpu: list[str] = Field(default_factory=list)
     gpu_count: int = Field(1, ge=1, le=8)
     model: str = Field(min_length=1)
     datasets: list[str] = Field(min_length=1)

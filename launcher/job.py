@@ -26,16 +26,18 @@ from launcher.config import JobSpec, Settings
 from launcher.errors import Interrupted, ProviderError, RtrainError, TrainingError
 from launcher.events import EventStream, TrainerStatus, parse_probe
 from launcher.executor.base import Executor
+from launcher.keys import JobKeys, create_job_keys, delete_job_keys, load_job_keys
 from launcher.plan import Plan
 from launcher.state import JobRecord, Registry
-from launcher.transfer import discard, fetch_tree, publish_dir, sha256_file, staging_for, upload_blob, verify_manifest
+from launcher.transfer import discard, fetch_tree, publish_dir, staging_for, verify_manifest
 from launcher.ui import Reporter
+from launcher.uploads import upload_file, upload_model_folder, write_remote_file
 
 q = shlex.quote
 
 #: Names of the files in the job's folder on the machine (the trainer's side of the contract).
 EVENTS, LOG, EXIT_CODE, PID = "events.jsonl", "train.log", "exit_code", "trainer.pid"
-JOB_JSON, OUTPUT = "job.json", "output"
+JOB_JSON, OUTPUT, SECRETS = "job.json", "output", ".secrets.env"
 
 #: Trainer spec keys that stay on the launcher's side.
 LAUNCHER_ONLY = {"backend", "gpu", "gpu_count", "template", "name", "output_dir", "watchdog_s"}
@@ -61,6 +63,8 @@ class Lifecycle:
         self.keep_pod, self.detach, self.poll_s = keep_pod, detach, poll_s
         self.pod: Pod | None = None
         self.ex: Executor | None = None
+        self.keys: JobKeys | None = None
+        self.code_path = ""
         self.last_event: dict[str, Any] = {}
 
     # paths on the machine -------------------------------------------------------------------
@@ -111,7 +115,14 @@ class Lifecycle:
     def resume_steps(self) -> list[Any]:
         """What is left of a job whose launcher died, from the phase the registry recorded."""
         phase = self.rec.phase
-        self.pod = self.backend.get(self.rec.pod_id) if self.rec.pod_id else None
+        self.keys = load_job_keys(self.settings.rtrain_home(), self.id)
+        if self.rec.pod_id:
+            self.pod = self.backend.get(self.rec.pod_id)
+        else:  # the launcher died between the create call and recording its answer: find the pod by name
+            self.pod = next((p for p in self.backend.list() if p.name == self.rec.pod_name), None)
+            if self.pod is not None:
+                self.registry.update(self.id, pod_id=self.pod.id, price_per_hr=self.pod.price_per_hr,
+                                     started_at=self.rec.created_at)
         if self.pod is None:
             if phase in ("validate", "provision"):
                 return self.all_steps()
@@ -130,17 +141,35 @@ class Lifecycle:
     def provision(self) -> None:
         self._phase("provision", f"provisioning a {self.backend.name} machine for job {self.id}")
         request = PodRequest(job_id=self.id, name=self.rec.pod_name or f"rtrain-{self.id}",
-                             gpu=self.spec.gpu, gpu_count=self.spec.gpu_count)
+                             gpus=self.spec.gpu, gpu_count=self.spec.gpu_count)
+        if self.backend.uses_ssh:
+            self.keys = create_job_keys(self.settings.rtrain_home(), self.id)
+            request.public_key, request.host_private_key = self.keys.client_public, self.keys.host_private
+        started = time.time()
         self.pod = self.backend.create(request)
         self.registry.update(self.id, pod_id=self.pod.id, price_per_hr=self.pod.price_per_hr,
-                             workdir=self.jobdir, started_at=time.time())
+                             workdir=self.jobdir, started_at=started)
         self.ui.price_per_hr = self.pod.price_per_hr
+        if self.backend.name != "local":
+            gpu = self.pod.extra.get("gpu") or ",".join(self.spec.gpu)
+            self.ui.info(f"  pod {self.pod.id} created: {gpu} x{self.spec.gpu_count}, ${self.pod.price_per_hr:.2f}/hr")
 
     def wait_ssh(self) -> None:
         assert self.pod is not None
         self._phase("wait_ssh", "waiting for the machine to accept commands")
-        self.pod = self.backend.wait_ready(self.pod, deadline_s=900)
-        self.ex = self.backend.executor(self.pod)
+        t0 = time.monotonic()
+
+        def on_state(state: str) -> None:
+            self.ui.info(f"  [{time.monotonic() - t0:5.1f}s] {state}")
+            self.registry.add_event(self.id, "wait", state)
+
+        self.pod = self.backend.wait_ready(self.pod, self.keys, deadline_s=self.settings.ready_timeout_s,
+                                           on_state=on_state)
+        if self.pod.ssh is not None:
+            ep = self.pod.ssh
+            self.registry.add_event(self.id, "ssh", f"ready at {ep.user}@{ep.host}:{ep.port} "
+                                    f"after {time.monotonic() - t0:.1f}s (host key verified)")
+        self.ex = self.backend.executor(self.pod, self.keys)
 
     def upload(self) -> None:
         assert self.pod is not None and self.ex is not None
@@ -149,45 +178,34 @@ class Lifecycle:
         mk = self.ex.run(f"mkdir -p {q(self.jobdir)}")
         if not mk.ok:
             raise ProviderError(f"cannot create {self.jobdir} on the machine: {mk.stderr.strip()}")
-        datasets = [self._upload_file(Path(p), blobs) for p in self.spec.datasets]
+        args = (self.ex, self.registry, self.ui, self.id)
+        datasets = [upload_file(*args, Path(p), blobs).path for p in self.spec.datasets]
         with tempfile.TemporaryDirectory() as tmp:
-            code = self._upload_file(build_code_zip(Path(tmp) / "remote.zip"), blobs, label="trainer code")
-        job = self.trainer_config(datasets)
-        job_bytes = json.dumps(job, indent=2).encode()
-        wrote = self.ex.run_stdin(f"cat > {q(self.jobdir)}/{JOB_JSON}.part && mv {q(self.jobdir)}/{JOB_JSON}.part "
-                                  f"{q(self.jobdir)}/{JOB_JSON}", io.BytesIO(job_bytes))
-        if not wrote.ok:
-            raise ProviderError(f"cannot write {JOB_JSON} on the machine: {wrote.stderr.strip()}")
+            self.code_path = upload_file(*args, build_code_zip(Path(tmp) / "remote.zip"), blobs,
+                                         label="trainer code").path
+        job = self.trainer_config(datasets, blobs)
+        write_remote_file(self.ex, f"{self.jobdir}/{JOB_JSON}", json.dumps(job, indent=2).encode())
+        token = self.settings.hf_token.get_secret_value() if self.settings.hf_token else ""
+        if token and not self.backend.shares_filesystem:  # a local trainer inherits it from this environment
+            write_remote_file(self.ex, f"{self.jobdir}/{SECRETS}", f"export HF_TOKEN={q(token)}\n".encode(),
+                              private=True)
         self.registry.update(self.id, workdir=self.jobdir)
-        self.code_path = code
 
-    def _upload_file(self, local: Path, blobs: str, label: str | None = None) -> str:
-        assert self.ex is not None
-        sha = sha256_file(local)
-        size = local.stat().st_size
-        path, moved = upload_blob(self.ex, local, blobs, sha)
-        what = label or local.name
-        state = f"uploaded {size / 1e6:.2f} MB, sha256 verified" if moved else "already on the machine"
-        self.ui.info(f"  {what}: {state} ({sha[:12]})")
-        self.registry.add_event(self.id, "upload", f"{what}: {state}", {"sha256": sha, "bytes": size if moved else 0})
-        return path
-
-    def trainer_config(self, datasets: list[str]) -> dict[str, Any]:
+    def trainer_config(self, datasets: list[str], blobs: str) -> dict[str, Any]:
         job = {k: v for k, v in self.spec.model_dump(mode="json").items() if k not in LAUNCHER_ONLY}
         job.update(job_id=self.id, datasets=datasets, output_dir=OUTPUT)
+        folder = None
         if self.spec.is_tiny_model:
-            job["model"] = self._model_path(ensure_tiny_model(self.settings.rtrain_home(), self.backend_python()))
+            folder = ensure_tiny_model(self.settings.rtrain_home(), self.settings.local_python)
         elif Path(self.spec.model).is_dir():
-            job["model"] = self._model_path(Path(self.spec.model))
+            folder = Path(self.spec.model)
+        if folder is not None and self.backend.shares_filesystem:
+            job["model"] = str(folder)
+        elif folder is not None:
+            assert self.ex is not None
+            job["model"] = upload_model_folder(self.ex, self.registry, self.ui, self.id, folder, blobs,
+                                               f"{self.jobdir}/model")
         return job
-
-    def _model_path(self, folder: Path) -> str:
-        if self.backend.shares_filesystem:
-            return str(folder)
-        raise ProviderError(f"uploading a local model folder to a {self.backend.name} pod is not supported yet")
-
-    def backend_python(self) -> str | None:
-        return self.ex.python if self.ex is not None else None
 
     def start(self) -> None:
         assert self.ex is not None
@@ -197,7 +215,8 @@ class Lifecycle:
         self._phase("start", "starting the trainer (detached: it survives the launcher)")
         self.registry.update(self.id, events_offset=0, log_offset=0)
         inner = (
-            f"echo $$ > {PID}; PYTHONPATH={q(self.code_path)} {q(self.ex.python)} -m remote.train --config {JOB_JSON}"
+            f"echo $$ > {PID}; if test -f {SECRETS}; then . ./{SECRETS}; fi; "
+            f"PYTHONPATH={q(self.code_path)} {q(self.ex.python)} -m remote.train --config {JOB_JSON}"
             f" > {EVENTS} 2> {LOG}; echo $? > {EXIT_CODE}.part && mv {EXIT_CODE}.part {EXIT_CODE}"
         )
         # os.setsid in a python shim: `setsid` is not on every machine (macOS), python always is here.
@@ -349,6 +368,7 @@ class Lifecycle:
                 self._phase("teardown", f"terminating {pod_id}")
                 try:
                     terminate_with_retries(self.backend, pod_id)
+                    delete_job_keys(self.settings.rtrain_home(), self.id)  # they open nothing any more
                 except Exception as exc:
                     self.registry.update(self.id, status="failed", phase=ended_in, finished_at=time.time(),
                                          error=f"LEAK RISK: pod {pod_id} may still be running: {exc}")

@@ -39,15 +39,35 @@ def new_job_id() -> str:
     return time.strftime("%y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
-def parse_gpu(value: str) -> tuple[str, int]:
-    name, _, count = value.partition(":")
-    if not name:
-        raise UsageError(f"--gpu {value}: expected NAME or NAME:COUNT, e.g. h100 or h100:2")
+def parse_gpu(value: str) -> tuple[list[str], int]:
+    """``h100``, ``h100:2`` or a fallback list ``h100,h100-pcie:1`` -> (aliases in order, count)."""
+    names, _, count = value.partition(":")
+    aliases = [n.strip().lower() for n in names.split(",") if n.strip()]
+    if not aliases:
+        raise UsageError(f"--gpu {value}: expected NAME[,NAME...][:COUNT], e.g. h100 or h100,a100:2")
     if not count:
-        return name.lower(), 1
+        return aliases, 1
     if not count.isdigit() or int(count) < 1:
         raise UsageError(f"--gpu {value}: COUNT must be a positive whole number")
-    return name.lower(), int(count)
+    return aliases, int(count)
+
+
+def check_backend(spec: JobSpec, settings: Settings) -> None:
+    """A cloud job needs its provider's key and GPUs that provider offers: checked before any call."""
+    if spec.backend == "local":
+        return
+    if spec.backend == "lambda":
+        raise UsageError("--backend lambda: not available in this version of rtrain (use runpod or --local)")
+    from launcher.catalog import catalog, resolve_gpu
+
+    if not spec.gpu:
+        offered = ", ".join(a for a, g in catalog().items() if g.provider_id(spec.backend))
+        raise UsageError(f"--gpu is required for --backend {spec.backend} (one of: {offered})")
+    for alias in spec.gpu:
+        resolve_gpu(alias, spec.backend)
+    key = settings.runpod_api_key
+    if key is None or not key.get_secret_value():
+        raise UsageError("RUNPOD_API_KEY is not set (export it, or put it in .env): no pod can be created")
 
 
 def parse_duration(value: str) -> int:
@@ -119,7 +139,8 @@ def validate(flags: dict[str, Any], template: str | None, settings: Settings) ->
     if model_kind == "path":
         spec.model = str(Path(spec.model).expanduser().resolve())
     if spec.backend == "local" and spec.gpu:
-        notes.append(f"--gpu {spec.gpu} is ignored by the local backend (it uses this machine)")
+        notes.append(f"--gpu {','.join(spec.gpu)} is ignored by the local backend (it uses this machine)")
+    check_backend(spec, settings)
     datasets = validate_datasets(spec.datasets)
     spec.datasets = [str(Path(p).resolve()) for p in spec.datasets]
     job_id = new_job_id()

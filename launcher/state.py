@@ -52,6 +52,12 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT
 );
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id, id);
+CREATE TABLE IF NOT EXISTS blob_hashes (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+);
 """
 
 #: Terminal statuses: the job will not move again by itself.
@@ -211,6 +217,19 @@ class Registry:
     def jobs(self) -> list[JobRecord]:
         rows = self._db.execute("SELECT * FROM jobs ORDER BY created_at").fetchall()
         return [_record(r) for r in rows]
+
+    def cached_sha256(self, path: Path) -> str | None:
+        """The sha256 hashed for this exact file before (same path, size and mtime), if any."""
+        st = path.stat()
+        row = self._db.execute("SELECT sha256 FROM blob_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
+                               (str(path.resolve()), st.st_size, st.st_mtime_ns)).fetchone()
+        return str(row[0]) if row else None
+
+    def remember_sha256(self, path: Path, sha256: str) -> None:
+        st = path.stat()
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO blob_hashes (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",
+                       (str(path.resolve()), st.st_size, st.st_mtime_ns, sha256))
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._db.execute(

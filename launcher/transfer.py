@@ -10,57 +10,101 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
 import shutil
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 from launcher.errors import ProviderError, TrainingError
-from launcher.executor.base import Executor, Progress
+from launcher.executor.base import ConnectionLost, Executor, Progress
 from remote.outputs import sha256_file
 
 q = shlex.quote
 
 
-def upload_blob(ex: Executor, local: Path, blobs: str, sha256: str, *,
-                progress: Progress | None = None) -> tuple[str, bool]:
-    """Put ``local`` at ``<blobs>/<sha256>`` on the machine. Returns (remote path, True if bytes moved)."""
-    dest = f"{blobs}/{sha256}"
-    part = f"{blobs}/.{sha256}.part"
-    probe = ex.run(f"mkdir -p {q(blobs)} && if test -f {q(dest)}; then echo have; "
-                   f"else stat -c %s {q(part)} 2>/dev/null || echo 0; fi")
-    if not probe.ok:
-        raise ProviderError(f"cannot prepare {blobs} on the machine: {probe.stderr.strip()}")
-    answer = probe.stdout.strip()
-    if answer == "have":
-        return dest, False
-    size = local.stat().st_size
-    offset = int(answer) if answer.isdigit() else 0
-    for _attempt in (1, 2):
-        if offset > size:
+class _HashingReader:
+    """Reads a file for the upload and hashes every byte on the way: one pass over the file."""
+
+    def __init__(self, fh: BinaryIO, digest: Any) -> None:
+        self.fh, self.digest = fh, digest
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.digest.update(data)
+        return data
+
+
+@dataclass
+class Upload:
+    path: str  # where the blob is on the machine
+    sha256: str
+    sent: int  # bytes that crossed the wire this time (0: the machine had it)
+    retried: bool = False
+
+
+def upload_blob(ex: Executor, local: Path, blobs: str, *, known_sha256: str | None = None,
+                progress: Progress | None = None, attempts: int = 4) -> Upload:
+    """Put ``local`` at ``<blobs>/<sha256>`` on the machine.
+
+    With ``known_sha256`` (from the hash cache) a blob the machine already has is skipped. Otherwise
+    the file is hashed while it streams; a partial copy left by an earlier try is resumed (its head
+    hashed locally, not sent again); ``sha256sum`` on the machine must match before the copy is
+    renamed into place; a copy that does not match, or a dropped connection, starts over or resumes.
+    """
+    if known_sha256:
+        dest = f"{blobs}/{known_sha256}"
+        have = ex.run(f"test -f {q(dest)}")
+        if have.ok:
+            return Upload(dest, known_sha256, 0)
+    # The partial copy's name must be the same on a retry before the hash is known.
+    stat = local.stat()
+    tag = known_sha256 or hashlib.sha256(f"{local.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    part = f"{blobs}/.{tag}.part"
+    retried, sent = False, 0
+    for _attempt in range(attempts):
+        probe = ex.run(f"mkdir -p {q(blobs)} && (stat -c %s {q(part)} 2>/dev/null || echo 0)")
+        if not probe.ok:
+            raise ProviderError(f"cannot prepare {blobs} on the machine: {probe.stderr.strip()}")
+        offset = int(probe.stdout.strip() or 0) if probe.stdout.strip().isdigit() else 0
+        if offset > stat.st_size:
             offset = 0
+        digest = hashlib.sha256()
         with local.open("rb") as fh:
-            fh.seek(offset)
+            remaining = offset  # the head already on the machine: hashed here, not sent again
+            while remaining > 0 and (chunk := fh.read(min(1 << 20, remaining))):
+                digest.update(chunk)
+                remaining -= len(chunk)
             if progress and offset:
                 progress(offset)
             redirect = ">>" if offset else ">"
-            result = ex.run_stdin(f"cat {redirect} {q(part)}", fh, progress=progress)
+            try:
+                result = ex.run_stdin(f"cat {redirect} {q(part)}", _HashingReader(fh, digest),  # type: ignore[arg-type]
+                                      progress=progress)
+            except ConnectionLost:
+                retried = True
+                continue  # resume from whatever reached the machine
         if not result.ok:
             raise ProviderError(f"upload of {local.name} failed: {result.stderr.strip() or result.returncode}")
+        sent += stat.st_size - offset
+        sha = digest.hexdigest()
         check = ex.run(f"sha256sum {q(part)}")
         got = check.stdout.split()[0] if check.ok and check.stdout else ""
-        if got == sha256:
-            moved = ex.run(f"mv -f {q(part)} {q(dest)}")
+        if got == sha:
+            dest = f"{blobs}/{sha}"
+            moved = ex.run(f"if test -f {q(dest)}; then rm -f {q(part)}; else mv -f {q(part)} {q(dest)}; fi")
             if not moved.ok:
                 raise ProviderError(f"cannot move {part} into place: {moved.stderr.strip()}")
-            return dest, True
-        # A resumed tail onto a corrupt head, or bytes damaged on the way: start over once.
+            return Upload(dest, sha, sent, retried)
+        # Bytes damaged on the way, or a resumed tail on a bad head: start over from nothing.
         ex.run(f"rm -f {q(part)}")
-        offset = 0
-    raise ProviderError(f"upload of {local} did not verify: sha256 on the machine {got or '?'} != {sha256}")
+        retried = True
+    raise ProviderError(f"upload of {local} did not verify after {attempts} tries (sha256 on the machine differs)")
 
 
 def read_from(ex: Executor, path: str, offset: int, limit: int = 1 << 20) -> bytes:

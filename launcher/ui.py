@@ -7,6 +7,8 @@ training bar is live; elsewhere (CI, a pipe) a plain line is printed now and the
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -45,6 +47,19 @@ class Reporter:
 
     def error(self, message: str) -> None:
         self.console.print(f"[bold red]error:[/] {escape(message)}")
+
+    @contextmanager
+    def transfer(self, label: str, total: int) -> Iterator[Callable[[int], None] | None]:
+        """A byte progress bar for a transfer big enough to watch (on a terminal); else nothing."""
+        if self.quiet or not self.console.is_terminal or total < (8 << 20):
+            yield None
+            return
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        with Progress(TextColumn("  {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=self.console, transient=True) as progress:
+            task = progress.add_task(label, total=total)
+            yield lambda n: progress.advance(task, n)
 
     # training events -------------------------------------------------------------------------
 

@@ -38,9 +38,10 @@ def test_env_example_lists_every_setting() -> None:
 
 
 def test_parse_gpu() -> None:
-    assert parse_gpu("H100") == ("h100", 1)
-    assert parse_gpu("h100:2") == ("h100", 2)
-    for bad in ("h100:0", ":2", "h100:x"):
+    assert parse_gpu("H100") == (["h100"], 1)
+    assert parse_gpu("h100:2") == (["h100"], 2)
+    assert parse_gpu("h100, h100-pcie,a100:1") == (["h100", "h100-pcie", "a100"], 1)
+    for bad in ("h100:0", ":2", "h100:x", ","):
         with pytest.raises(UsageError):
             parse_gpu(bad)
 

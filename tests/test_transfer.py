@@ -26,39 +26,47 @@ def payload(tmp_path: Path) -> tuple[Path, str]:
     return path, hashlib.sha256(data).hexdigest()
 
 
-def test_upload_verifies_then_skips(tmp_path: Path, payload: tuple[Path, str]) -> None:
+def test_upload_hashes_while_streaming_verifies_and_skips_when_known(tmp_path: Path, payload) -> None:
     ex, (src, sha) = LocalExecutor(), payload
     blobs = str(tmp_path / "machine" / "blobs")
     moved: list[int] = []
-    dest, sent = upload_blob(ex, src, blobs, sha, progress=moved.append)
-    assert sent and dest == f"{blobs}/{sha}" and sha256_file(Path(dest)) == sha
-    assert sum(moved) == src.stat().st_size
+    up = upload_blob(ex, src, blobs, progress=moved.append)  # hash unknown: computed on the way
+    assert up.sha256 == sha and up.path == f"{blobs}/{sha}" and up.sent == src.stat().st_size
+    assert sha256_file(Path(up.path)) == sha and sum(moved) == src.stat().st_size
     assert not list(Path(blobs).glob(".*.part"))
     moved.clear()
-    assert upload_blob(ex, src, blobs, sha, progress=moved.append) == (dest, False)
-    assert moved == []  # nothing sent the second time
+    again = upload_blob(ex, src, blobs, known_sha256=sha, progress=moved.append)
+    assert (again.path, again.sent, moved) == (up.path, 0, [])  # nothing sent the second time
 
 
-def test_upload_resumes_a_partial_copy(tmp_path: Path, payload: tuple[Path, str]) -> None:
+def test_unknown_hash_of_a_blob_already_there_keeps_one_copy(tmp_path: Path, payload) -> None:
+    ex, (src, sha) = LocalExecutor(), payload
+    blobs = tmp_path / "blobs"
+    upload_blob(ex, src, str(blobs))
+    up = upload_blob(ex, src, str(blobs))  # no cache: it streams, verifies, and finds the blob there
+    assert up.sha256 == sha and sorted(p.name for p in blobs.iterdir()) == [sha]
+
+
+def test_upload_resumes_a_partial_copy(tmp_path: Path, payload) -> None:
     ex, (src, sha) = LocalExecutor(), payload
     blobs = tmp_path / "blobs"
     blobs.mkdir()
     head = src.read_bytes()[: 1024 * 1024]
     (blobs / f".{sha}.part").write_bytes(head)
     moved: list[int] = []
-    dest, sent = upload_blob(ex, src, str(blobs), sha, progress=moved.append)
-    assert sent and sha256_file(Path(dest)) == sha
-    # progress counted the resumed head once, then only the tail was streamed
+    up = upload_blob(ex, src, str(blobs), known_sha256=sha, progress=moved.append)
+    assert sha256_file(Path(up.path)) == sha
+    assert up.sent == src.stat().st_size - len(head)  # only the tail crossed the wire
     assert moved[0] == len(head) and sum(moved) == src.stat().st_size
 
 
-def test_upload_restarts_when_the_partial_copy_is_corrupt(tmp_path: Path, payload: tuple[Path, str]) -> None:
+def test_upload_restarts_when_the_partial_copy_is_corrupt(tmp_path: Path, payload) -> None:
     ex, (src, sha) = LocalExecutor(), payload
     blobs = tmp_path / "blobs"
     blobs.mkdir()
-    (blobs / f".{sha}.part").write_bytes(b"\0" * 4096)  # wrong bytes: the resumed file cannot verify
-    dest, sent = upload_blob(ex, src, str(blobs), sha)
-    assert sent and sha256_file(Path(dest)) == sha
+    (blobs / f".{sha}.part").write_bytes(b"\0" * 4096)  # wrong bytes: the resumed copy cannot verify
+    up = upload_blob(ex, src, str(blobs), known_sha256=sha)
+    assert up.retried and sha256_file(Path(up.path)) == sha
 
 
 def test_read_from_offset(tmp_path: Path) -> None:

@@ -15,6 +15,10 @@ def get_backend(name: str, settings: Settings) -> Backend:
         from launcher.backends.local import LocalBackend
 
         return LocalBackend(settings)
+    if name == "runpod":
+        from launcher.backends.runpod import RunPodBackend
+
+        return RunPodBackend(settings)
     from launcher.errors import UsageError
 
-    raise UsageError(f"--backend {name}: not available in this version of rtrain (use --local)")
+    raise UsageError(f"--backend {name}: not available in this version of rtrain (use --local or --backend runpod)")

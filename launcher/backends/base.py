@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from launcher.executor.base import Executor
+from launcher.keys import JobKeys
 
 #: Pod statuses as rtrain sees them; each backend maps its provider's words onto these.
 POD_STATUSES = ("pending", "running", "exited", "terminated", "unknown")
@@ -34,16 +36,20 @@ class Pod:
 class PodRequest:
     job_id: str
     name: str
-    gpu: str | None
+    #: GPU aliases in the order to try them (the next one when a provider has no capacity)
+    gpus: list[str]
     gpu_count: int
     public_key: str | None = None
     host_private_key: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class Backend(Protocol):
     name: str
     #: True when the machine sees this machine's files (local): a local model folder is used in place.
     shares_filesystem: bool
+    #: True when commands go over SSH: the job gets its own client key and a pinned host key.
+    uses_ssh: bool
 
     def create(self, request: PodRequest) -> Pod:
         """Ask for a machine; returns at once (readiness is waited for separately)."""
@@ -53,11 +59,13 @@ class Backend(Protocol):
         """The pod's current state, or None when the provider no longer knows it."""
         ...
 
-    def wait_ready(self, pod: Pod, *, deadline_s: float) -> Pod:
-        """Block until commands can run on the pod (SSH up and authenticated), or raise."""
+    def wait_ready(self, pod: Pod, keys: JobKeys | None, *, deadline_s: float,
+                   on_state: Callable[[str], None] | None = None) -> Pod:
+        """Block until commands can run on the pod (SSH up and authenticated), or raise. ``on_state``
+        hears each new thing waited for."""
         ...
 
-    def executor(self, pod: Pod) -> Executor:
+    def executor(self, pod: Pod, keys: JobKeys | None) -> Executor:
         """An executor for a ready pod."""
         ...
 

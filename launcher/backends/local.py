@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from launcher.backends.base import Pod, PodRequest
@@ -34,6 +35,7 @@ def process_alive(pid: int) -> bool:
 class LocalBackend:
     name = "local"
     shares_filesystem = True
+    uses_ssh = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -54,10 +56,11 @@ class LocalBackend:
     def get(self, pod_id: str) -> Pod | None:
         return self._pod(pod_id) if self._folder(pod_id).is_dir() else None
 
-    def wait_ready(self, pod: Pod, *, deadline_s: float) -> Pod:
+    def wait_ready(self, pod: Pod, keys: object, *, deadline_s: float,
+                   on_state: Callable[[str], None] | None = None) -> Pod:
         return pod  # nothing to wait for: no image to pull, no sshd to start
 
-    def executor(self, pod: Pod) -> LocalExecutor:
+    def executor(self, pod: Pod, keys: object = None) -> LocalExecutor:
         return LocalExecutor(self.settings.local_python)
 
     def terminate(self, pod_id: str) -> None:

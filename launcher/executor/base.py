@@ -11,8 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
+from launcher.errors import ProviderError
+
 #: Called with the number of bytes just moved.
 Progress = Callable[[int], None]
+
+
+class ConnectionLost(ProviderError):
+    """The connection dropped in the middle of a command that cannot simply be sent again (an
+    upload): the caller resumes from what reached the machine."""
 
 
 @dataclass
