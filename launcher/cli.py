@@ -79,6 +79,7 @@ def version() -> None:
 @click.option("--name", help="A name for the job (shown by `rtrain ls`).")
 @click.option("--detach", is_flag=True, help="Start the trainer and return; come back with `rtrain resume`.")
 @click.option("--keep-pod", is_flag=True, help="Leave the machine running after the job.")
+@click.option("--pod", "reuse_pod", metavar="POD_ID", help="Run on a pod an earlier job kept (--keep-pod).")
 @click.option("--watchdog", metavar="DURATION",
               help="Let the pod end itself when the finished job goes unfollowed this long (e.g. 30m).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -91,8 +92,9 @@ def launch(local: bool, backend: str | None, template: str | None, output: str |
     if local and backend not in (None, "local"):
         raise UsageError(f"--local and --backend {backend} disagree: give one")
     values = {k: v for k, v in flags.items() if v is not None}
-    # --gpu alone means a cloud GPU: RunPod, unless a backend is named
-    values["backend"] = "local" if local else (backend or ("runpod" if values.get("gpu") else "local"))
+    # --gpu (or --pod) alone means a cloud GPU: RunPod, unless a backend is named
+    cloud = values.get("gpu") or values.get("reuse_pod")
+    values["backend"] = "local" if local else (backend or ("runpod" if cloud else "local"))
     if datasets:
         values["datasets"] = list(datasets)
     if output:
@@ -121,6 +123,10 @@ def _run_job(values: dict[str, Any], template: str | None, *, detach: bool, keep
     for summary in plan.datasets.files:
         ui.info(summary.describe())
     registry = _registry()
+    if plan.spec.reuse_pod:
+        from launcher.job import owning_job
+
+        owning_job(registry, plan.spec.reuse_pod)  # a usage error, before anything is recorded
     create_job(plan, registry)
     lifecycle = Lifecycle(plan.job_id, settings, registry, ui, keep_pod=keep_pod, detach=detach)
     try:
@@ -146,7 +152,12 @@ def _report(rec: JobRecord, as_json: bool) -> None:
         click.echo(f"job {rec.id} is running detached on {rec.pod_id}: `rtrain resume {rec.id}` to follow it")
         return
     loss = f", final loss {rec.final_loss:.4f}" if rec.final_loss is not None else ""
-    cost = f", cost ${rec.cost_usd:.2f}" if rec.cost_usd else ""
+    cost = ""
+    if rec.cost_usd and rec.started_at and rec.finished_at:
+        from launcher.ui import fmt_duration
+
+        cost = (f", billed ${rec.cost_usd:.2f} ({fmt_duration(rec.finished_at - rec.started_at)} at "
+                f"${rec.price_per_hr or 0:.2f}/hr)")
     click.echo(f"job {rec.id} {rec.status}: {rec.steps} steps{loss}{cost}")
     if rec.adapter_dir:
         click.echo(f"adapter: {rec.adapter_dir}")

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     container_disk_gb: int = Field(40, ge=10)
     volume_gb: int = Field(50, ge=0)
     ready_timeout_s: float = Field(1200.0, gt=0, description="deadline for a pod to accept SSH commands")
+    api_retries: int = Field(6, ge=1, le=20, description="tries per provider API call (429/5xx/network)")
     runs_dir: Path = Field(Path("runs"), description="where adapters land: <runs_dir>/<job-id>/")
 
     def rtrain_home(self) -> Path:
@@ -80,6 +81,7 @@ FLAG_OF = {
     "output_dir": "--output",
     "name": "--name",
     "watchdog_s": "--watchdog",
+    "reuse_pod": "--pod",
 }
 
 
@@ -112,6 +114,8 @@ class JobSpec(BaseModel):
     load_in_4bit: bool = False
     gradient_checkpointing: bool | None = None
     seed: int = 42
+    #: run on this existing pod (one a job of this machine kept) instead of creating one
+    reuse_pod: str | None = None
     #: seconds after which the pod's watchdog ends a finished job nobody follows (None: off)
     watchdog_s: int | None = Field(None, ge=60)
     logging_steps: int = Field(1, gt=0)

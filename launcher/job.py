@@ -23,7 +23,7 @@ from launcher.backends import get_backend
 from launcher.backends.base import Backend, Pod, PodRequest
 from launcher.bundle import build_code_zip, ensure_tiny_model
 from launcher.config import JobSpec, Settings
-from launcher.errors import Interrupted, ProviderError, RtrainError, TrainingError
+from launcher.errors import Interrupted, ProviderError, RtrainError, TrainingError, UsageError
 from launcher.events import EventStream, TrainerStatus, parse_probe
 from launcher.executor.base import Executor
 from launcher.keys import JobKeys, create_job_keys, delete_job_keys, load_job_keys
@@ -40,7 +40,7 @@ EVENTS, LOG, EXIT_CODE, PID = "events.jsonl", "train.log", "exit_code", "trainer
 JOB_JSON, OUTPUT, SECRETS = "job.json", "output", ".secrets.env"
 
 #: Trainer spec keys that stay on the launcher's side.
-LAUNCHER_ONLY = {"backend", "gpu", "gpu_count", "template", "name", "output_dir", "watchdog_s"}
+LAUNCHER_ONLY = {"backend", "gpu", "gpu_count", "template", "name", "output_dir", "watchdog_s", "reuse_pod"}
 
 
 def create_job(plan: Plan, registry: Registry) -> JobRecord:
@@ -139,6 +139,8 @@ class Lifecycle:
     # the steps --------------------------------------------------------------------------------
 
     def provision(self) -> None:
+        if self.spec.reuse_pod:
+            return self.reuse_pod(self.spec.reuse_pod)
         self._phase("provision", f"provisioning a {self.backend.name} machine for job {self.id}")
         request = PodRequest(job_id=self.id, name=self.rec.pod_name or f"rtrain-{self.id}",
                              gpus=self.spec.gpu, gpu_count=self.spec.gpu_count)
@@ -150,9 +152,24 @@ class Lifecycle:
         self.registry.update(self.id, pod_id=self.pod.id, price_per_hr=self.pod.price_per_hr,
                              workdir=self.jobdir, started_at=started)
         self.ui.price_per_hr = self.pod.price_per_hr
+        self.ui.expect_gpu = self.backend.name != "local"
         if self.backend.name != "local":
             gpu = self.pod.extra.get("gpu") or ",".join(self.spec.gpu)
             self.ui.info(f"  pod {self.pod.id} created: {gpu} x{self.spec.gpu_count}, ${self.pod.price_per_hr:.2f}/hr")
+
+    def reuse_pod(self, pod_id: str) -> None:
+        """Run on a pod an earlier job kept (--keep-pod), with that job's keys; leave it running after."""
+        owner = owning_job(self.registry, pod_id, exclude=self.id)
+        self._phase("provision", f"reusing pod {pod_id} (kept by job {owner.id})")
+        self.keys = load_job_keys(self.settings.rtrain_home(), owner.id)
+        pod = self.backend.get(pod_id)
+        if pod is None or self.keys is None:
+            raise ProviderError(f"pod {pod_id} is gone (or its keys are): it cannot be reused")
+        self.pod = pod
+        self.keep_pod = True
+        self.registry.update(self.id, pod_id=pod.id, price_per_hr=pod.price_per_hr, workdir=self.jobdir,
+                             started_at=time.time())
+        self.ui.price_per_hr = pod.price_per_hr
 
     def wait_ssh(self) -> None:
         assert self.pod is not None
@@ -284,6 +301,9 @@ class Lifecycle:
                 time.sleep(delay)
                 delay = min(self.poll_s, delay * 2)
         self.ui.stop_progress()
+        reconnects = getattr(self.ex, "reconnects", 0)
+        if reconnects:
+            self.registry.add_event(self.id, "reconnect", f"the connection dropped; re-opened {reconnects} times")
         self._check_exit(status.exit_code)
 
     def _on_event(self, event: dict[str, Any]) -> None:
@@ -393,6 +413,14 @@ class Lifecycle:
             return
         self.registry.update(self.id, status=status, phase=phase, error=error, cost_usd=cost, finished_at=now)
         self.registry.add_event(self.id, "finished", error or status)
+
+
+def owning_job(registry: Registry, pod_id: str, exclude: str | None = None) -> JobRecord:
+    """The job that created ``pod_id`` (its keys open the pod)."""
+    owners = [j for j in registry.jobs() if j.pod_id == pod_id and j.id != exclude and not j.spec_dict.get("reuse_pod")]
+    if not owners:
+        raise UsageError(f"--pod {pod_id}: no job of this machine created that pod (rtrain ls shows them)")
+    return owners[-1]
 
 
 def terminate_with_retries(backend: Backend, pod_id: str, attempts: int = 5) -> None:

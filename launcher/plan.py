@@ -55,12 +55,14 @@ def parse_gpu(value: str) -> tuple[list[str], int]:
 def check_backend(spec: JobSpec, settings: Settings) -> None:
     """A cloud job needs its provider's key and GPUs that provider offers: checked before any call."""
     if spec.backend == "local":
+        if spec.reuse_pod:
+            raise UsageError("--pod needs a cloud backend (e.g. --backend runpod)")
         return
     if spec.backend == "lambda":
         raise UsageError("--backend lambda: not available in this version of rtrain (use runpod or --local)")
     from launcher.catalog import catalog, resolve_gpu
 
-    if not spec.gpu:
+    if not spec.gpu and not spec.reuse_pod:
         offered = ", ".join(a for a, g in catalog().items() if g.provider_id(spec.backend))
         raise UsageError(f"--gpu is required for --backend {spec.backend} (one of: {offered})")
     for alias in spec.gpu:

@@ -121,9 +121,9 @@ def _safe_members(tar: tarfile.TarFile, source: str) -> list[tarfile.TarInfo]:
     for m in tar.getmembers():
         name = PurePosixPath(m.name)
         if name.is_absolute() or ".." in name.parts:
-            raise TrainingError(f"refusing {source}: archive member {m.name!r} points outside the folder")
+            raise ProviderError(f"refusing {source}: archive member {m.name!r} points outside the folder")
         if not (m.isfile() or m.isdir()):
-            raise TrainingError(f"refusing {source}: archive member {m.name!r} is a link or a device")
+            raise ProviderError(f"refusing {source}: archive member {m.name!r} is a link or a device")
         members.append(m)
     return members
 
@@ -153,8 +153,9 @@ LAUNCHER_ADDED = "logs"
 
 
 def verify_manifest(folder: Path) -> dict[str, dict[str, object]]:
-    """Check every file against ``manifest.json``; TrainingError naming the first that differs, or
-    a file the manifest does not list (``logs/`` excepted)."""
+    """Check every file against ``manifest.json``: ProviderError (exit 3) naming the first that
+    differs or that the manifest does not list (``logs/`` excepted); TrainingError when there is no
+    manifest at all (the trainer never finished)."""
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         raise TrainingError(f"{folder}: no manifest.json (the trainer did not finish writing its outputs)")
@@ -162,13 +163,13 @@ def verify_manifest(folder: Path) -> dict[str, dict[str, object]]:
     for rel, want in files.items():
         path = folder / rel
         if not path.is_file():
-            raise TrainingError(f"{path}: listed in manifest.json but missing")
+            raise ProviderError(f"{path}: listed in manifest.json but missing (lost in transfer)")
         if path.stat().st_size != want["size"] or sha256_file(path) != want["sha256"]:
-            raise TrainingError(f"{path}: does not match manifest.json (damaged in transfer)")
+            raise ProviderError(f"{path}: does not match manifest.json (damaged in transfer)")
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     extra = {p for p in present if p.split("/")[0] != LAUNCHER_ADDED} - set(files) - {"manifest.json"}
     if extra:
-        raise TrainingError(f"{folder}: files not in manifest.json: {', '.join(sorted(extra)[:5])}")
+        raise ProviderError(f"{folder}: files not in manifest.json: {', '.join(sorted(extra)[:5])}")
     return files
 
 

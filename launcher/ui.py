@@ -26,12 +26,14 @@ def fmt_duration(seconds: float | None) -> str:
 
 class Reporter:
     def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, highlight=False)
+        # soft_wrap: a long line stays one line in a log or a pipe instead of breaking at 80 columns
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.quiet = quiet
         self._progress: Any = None
         self._task: Any = None
         self._last_line = 0.0
         self.price_per_hr = 0.0
+        self.expect_gpu = False  # a cloud job: training on a CPU there is worth a warning
         self.started = time.monotonic()
 
     def info(self, message: str) -> None:
@@ -81,6 +83,8 @@ class Reporter:
             f"{ev.get('tokens', 0):,} tokens ({ev.get('target_tokens', 0):,} trained on), "
             f"{ev.get('trainable_params', 0):,} trainable parameters, {ev.get('total_steps')} steps"
         )
+        if self.expect_gpu and str(ev.get("device", "")).startswith("cpu"):
+            self.warn("the trainer sees no GPU on the machine: it is training on the CPU (check the image)")
         if ev.get("truncated"):
             self.warn(f"{ev['truncated']} examples were longer than max_seq_length and were truncated")
         if ev.get("dropped_no_target"):

@@ -12,8 +12,12 @@ from launcher.executor.base import Executor
 from launcher.state import Registry
 from launcher.transfer import Upload, upload_blob
 from launcher.ui import Reporter
+from remote.outputs import sha256_file
 
 q = shlex.quote
+#: Files up to this size are hashed before the upload even without a cached hash (big ones are
+#: hashed while they stream: one pass).
+SMALL = 8 << 20
 
 
 def upload_file(ex: Executor, registry: Registry, ui: Reporter, job_id: str, local: Path, blobs: str,
@@ -22,8 +26,11 @@ def upload_file(ex: Executor, registry: Registry, ui: Reporter, job_id: str, loc
     hashed or sent twice."""
     size = local.stat().st_size
     what = label or local.name
+    known = registry.cached_sha256(local)
+    if known is None and size <= SMALL:
+        known = sha256_file(local)  # costs nothing at this size, and lets a blob already there be skipped
     with ui.transfer(f"upload {what}", size) as progress:
-        up = upload_blob(ex, local, blobs, known_sha256=registry.cached_sha256(local), progress=progress)
+        up = upload_blob(ex, local, blobs, known_sha256=known, progress=progress)
     registry.remember_sha256(local, up.sha256)
     if up.sent:
         state = f"uploaded {up.sent / 1e6:.2f} MB, sha256 verified on the machine"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.errors import TrainingError
+from launcher.errors import ProviderError, TrainingError
 from launcher.executor.local import LocalExecutor
 from launcher.transfer import _safe_members, fetch_tree, read_from, upload_blob, verify_manifest
 from remote.outputs import build_manifest, publish, sha256_file, staging_dir
@@ -102,15 +102,15 @@ def test_verify_detects_damage_missing_and_extra(tmp_path: Path) -> None:
     target = out / "adapter" / "adapter_model.safetensors"
     original = target.read_bytes()
     target.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
-    with pytest.raises(TrainingError, match="does not match manifest.json"):
+    with pytest.raises(ProviderError, match="does not match manifest.json"):
         verify_manifest(out)
     target.unlink()
-    with pytest.raises(TrainingError, match="missing"):
+    with pytest.raises(ProviderError, match="missing"):
         verify_manifest(out)
     target.write_bytes(original)
     verify_manifest(out)
     (out / "surprise.bin").write_bytes(b"x")
-    with pytest.raises(TrainingError, match="not in manifest.json: surprise.bin"):
+    with pytest.raises(ProviderError, match="not in manifest.json: surprise.bin"):
         verify_manifest(out)
     (out / "manifest.json").unlink()
     with pytest.raises(TrainingError, match="no manifest.json"):
@@ -129,14 +129,14 @@ def _tar_with(member: tarfile.TarInfo, data: bytes = b"") -> tarfile.TarFile:
 def test_tar_members_outside_the_folder_are_refused(name: str) -> None:
     info = tarfile.TarInfo(name)
     info.size = 1
-    with pytest.raises(TrainingError, match="outside the folder"):
+    with pytest.raises(ProviderError, match="outside the folder"):
         _safe_members(_tar_with(info, b"x"), "output")
 
 
 def test_links_in_the_download_are_refused(tmp_path: Path) -> None:
     remote = make_output(tmp_path / "machine" / "output")
     (remote / "adapter" / "link").symlink_to("/etc/passwd")
-    with pytest.raises(TrainingError, match="is a link"):
+    with pytest.raises(ProviderError, match="is a link"):
         fetch_tree(LocalExecutor(), str(remote), tmp_path / "local")
 
 

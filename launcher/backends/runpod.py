@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from launcher.backends.base import Pod, PodRequest, SSHEndpoint
+from launcher.backends.http import RetryPolicy
 from launcher.backends.runpod_api import RunPodAPI, RunPodError
 from launcher.catalog import resolve_gpu
 from launcher.config import Settings
@@ -65,7 +66,8 @@ class RunPodBackend:
         if settings.runpod_api_key is None or not settings.runpod_api_key.get_secret_value():
             raise UsageError("RUNPOD_API_KEY is not set (export it, or put it in .env)")
         self.settings = settings
-        self.api = RunPodAPI(settings.runpod_api_url, settings.runpod_api_key.get_secret_value())
+        self.api = RunPodAPI(settings.runpod_api_url, settings.runpod_api_key.get_secret_value(),
+                             policy=RetryPolicy(attempts=settings.api_retries))
 
     def _pod(self, raw: dict[str, Any]) -> Pod:
         endpoint, _ = ssh_endpoint(raw)

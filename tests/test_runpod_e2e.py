@@ -1,0 +1,300 @@
+"""`rtrain launch --gpu h100` end to end against a provider-faithful fake RunPod (tests/fake_runpod.py)
+whose pods are real sshd machines running the image's start.sh: every failure the seed projects hit,
+through the CLI, and never a pod left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SAMPLE, rtrain_cmd
+from fake_runpod import FakeRunPod
+from pods import can_run_pods
+
+from launcher.transfer import verify_manifest
+
+pytestmark = pytest.mark.skipif(can_run_pods() is not None, reason=str(can_run_pods()))
+
+KEY = "rp-test-key-SECRET-0123456789"
+JOB = ("--gpu", "h100", "--template", "tiny-cpu", "--dataset", str(SAMPLE))
+
+
+@pytest.fixture
+def runpod(tmp_path: Path, home_with_tiny: Path, monkeypatch: pytest.MonkeyPatch):
+    fake = FakeRunPod(tmp_path / "pods", api_key=KEY, pod_env={"HF_HUB_OFFLINE": "1"}).start()
+    monkeypatch.setenv("RUNPOD_API_KEY", KEY)
+    monkeypatch.setenv("RTRAIN_RUNPOD_API_URL", fake.url)
+    monkeypatch.setenv("RTRAIN_READY_TIMEOUT_S", "60")
+    yield fake
+    leaked = fake.running()
+    fake.stop()
+    assert leaked == [], f"pods left running: {leaked}"
+
+
+def launch(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(rtrain_cmd("launch", *args), capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def last_json(proc: subprocess.CompletedProcess) -> dict:
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def events(home: Path, job_id: str, kind: str | None = None) -> list[dict]:
+    db = sqlite3.connect(home / "state.db")
+    rows = db.execute("SELECT kind, message, data FROM events WHERE job_id = ? ORDER BY id", (job_id,)).fetchall()
+    return [{"kind": k, "message": m, "data": json.loads(d) if d else None} for k, m, d in rows
+            if kind is None or k == kind]
+
+
+def test_full_run_trains_over_ssh_and_terminates_the_pod(runpod: FakeRunPod, home_with_tiny: Path) -> None:
+    proc = launch(*JOB, "--max-steps", "8", "--json")
+    assert proc.returncode == 0, proc.stderr
+    job = last_json(proc)
+    assert job["status"] == "succeeded" and job["backend"] == "runpod" and job["steps"] == 8
+    assert job["pod_id"] in runpod.ledger and runpod.ledger[job["pod_id"]].status == "TERMINATED"
+    assert job["cost_usd"] is not None and job["cost_usd"] > 0
+    out = Path(job["output_dir"])
+    verify_manifest(out)
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert (out / "logs" / "train.log").is_file()
+
+    # what the create call asked for: variables, our image, 22/tcp, the job's keys
+    deploy = next(c for c in runpod.calls if "podFindAndDeployOnDemand" in c["query"])
+    pod_input = deploy["variables"]["input"]
+    assert pod_input["gpuTypeId"] == "NVIDIA H100 80GB HBM3" and pod_input["ports"] == "22/tcp"
+    assert pod_input["name"] == f"rtrain-{job['job_id']}" and pod_input["name"] not in deploy["query"]
+    env = {e["key"]: e["value"] for e in pod_input["env"]}
+    assert env["PUBLIC_KEY"].startswith("ssh-ed25519 ")
+    assert env["RTRAIN_SSH_HOST_KEY"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert all(c["auth"] == f"Bearer {KEY}" for c in runpod.calls)
+
+    # the wait said what it waited for; the wrong port entries were never used
+    waits = [e["message"] for e in events(home_with_tiny, job["job_id"], "wait")]
+    assert any("no runtime reported" in w for w in waits)
+    ssh = events(home_with_tiny, job["job_id"], "ssh")[0]["message"]
+    pod = runpod.ledger[job["pod_id"]]
+    assert f"{pod.host}:{pod.port}" in ssh and "host key verified" in ssh
+
+    # the progress was shown, the key never
+    assert "step 8/8" in proc.stderr and "terminating" in proc.stderr
+    db = b"".join(p.read_bytes() for p in home_with_tiny.glob("state.db*"))
+    assert KEY not in proc.stdout + proc.stderr and KEY.encode() not in db
+    # the job's SSH keys are gone with the pod
+    assert not (home_with_tiny / "keys" / job["job_id"]).exists()
+
+
+def fault_bin(tmp_path: Path, name: str, script: str) -> dict[str, str]:
+    """A pod whose image has a faulty ``name`` first on PATH (a disk or a tool that misbehaves)."""
+    import sys
+
+    from pods import IMAGE_PATH
+
+    folder = tmp_path / "faulty-bin"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(script)
+    (folder / name).chmod(0o755)
+    return {"PATH": f"{folder}:{os.path.dirname(sys.executable)}:{IMAGE_PATH}", "HF_HUB_OFFLINE": "1"}
+
+
+def start_launch(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(rtrain_cmd("launch", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for_steps(home: Path, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (home / "state.db").exists():
+            db = sqlite3.connect(home / "state.db")
+            db.row_factory = sqlite3.Row
+            row = db.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT 1").fetchone()
+            if row and row["phase"] == "follow" and (row["steps"] or 0) > 0:
+                return dict(row)
+        time.sleep(0.2)
+    raise AssertionError("the job never reached training")
+
+
+def test_keep_pod_then_a_second_job_on_it_uploads_nothing_again(runpod: FakeRunPod, home_with_tiny: Path,
+                                                                 cli_proc) -> None:
+    first = launch(*JOB, "--max-steps", "2", "--keep-pod", "--json")
+    assert first.returncode == 0, first.stderr
+    kept = last_json(first)
+    assert runpod.running() == [kept["pod_id"]] and "left running (--keep-pod)" in first.stderr
+    second = launch("--pod", kept["pod_id"], "--template", "tiny-cpu", "--dataset", str(SAMPLE), "--max-steps", "2",
+                    "--json")
+    assert second.returncode == 0, second.stderr
+    job = last_json(second)
+    sent = {e["message"].split(":")[0]: e["data"]["bytes"] for e in events(home_with_tiny, job["job_id"], "upload")}
+    assert sent["chats.jsonl"] == 0 and sent["trainer code"] == 0
+    assert "already on the machine (0 bytes sent)" in second.stderr
+    assert runpod.running() == [kept["pod_id"]]  # a reused pod stays as it was
+    down = cli_proc("down", kept["job_id"])
+    assert down.code == 0 and runpod.running() == []
+
+
+def test_a_corrupted_upload_is_detected_and_sent_again(runpod: FakeRunPod, home_with_tiny: Path, tmp_path) -> None:
+    # the pod's first `cat` into a file flips bytes, as a bad disk or a broken link would
+    runpod.pod_env = fault_bin(tmp_path, "cat", '#!/bin/sh\nif [ "$#" -eq 0 ] && mkdir /workspace/.once 2>/dev/null;'
+                               ' then /bin/cat | tr a-m n-z; else exec /bin/cat "$@"; fi\n')
+    proc = launch(*JOB, "--max-steps", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    job = last_json(proc)
+    first_upload = events(home_with_tiny, job["job_id"], "upload")[0]
+    assert first_upload["data"]["retried"] is True and "after a retry" in proc.stderr
+    assert job["status"] == "succeeded"
+
+
+def test_a_429_burst_and_a_500_are_survived(runpod: FakeRunPod, home_with_tiny: Path) -> None:
+    runpod.faults = [{"status": 429, "headers": {"Retry-After": "1"}, "times": 3, "on": "mutation"},
+                     {"status": 500, "times": 1, "field": "pod(input"}]
+    t0 = time.monotonic()
+    proc = launch(*JOB, "--max-steps", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - t0 >= 3  # Retry-After was honoured three times
+    assert all(f["times"] == 0 for f in runpod.faults)
+    assert len([c for c in runpod.calls if "podFindAndDeployOnDemand" in c["query"]]) == 4
+
+
+def test_a_rejected_key_fails_fast_with_exit_3_and_no_pod(runpod: FakeRunPod, monkeypatch) -> None:
+    monkeypatch.setenv("RUNPOD_API_KEY", "wrong-key")
+    proc = launch(*JOB, "--json")
+    assert proc.returncode == 3
+    assert "RunPod rejected the API key (HTTP 401): check RUNPOD_API_KEY" in proc.stderr
+    assert runpod.ledger == {} and len(runpod.calls) == 1  # no retry on 401
+    assert "wrong-key" not in proc.stderr + proc.stdout
+
+
+def test_no_capacity_fails_clearly_with_no_pod(runpod: FakeRunPod) -> None:
+    runpod.full_gpus = {"NVIDIA H100 80GB HBM3"}
+    proc = launch(*JOB)
+    assert proc.returncode == 3
+    assert "RunPod has no capacity for h100 (secure cloud), h100 (all cloud): no pod was created" in proc.stderr
+    assert runpod.ledger == {}
+
+
+def test_no_capacity_falls_back_to_the_next_gpu_of_the_list(runpod: FakeRunPod) -> None:
+    runpod.full_gpus = {"NVIDIA H100 80GB HBM3"}
+    proc = launch("--gpu", "h100,h100-pcie", *JOB[2:], "--max-steps", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    pod = runpod.ledger[last_json(proc)["pod_id"]]
+    assert pod.input["gpuTypeId"] == "NVIDIA H100 PCIe" and pod.status == "TERMINATED"
+
+
+def test_sshd_refusing_for_a_while_after_the_ports_appear_is_survived(runpod: FakeRunPod, home_with_tiny) -> None:
+    runpod.ssh_delay_s = 3.0
+    proc = launch(*JOB, "--max-steps", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    waits = [e["message"] for e in events(home_with_tiny, last_json(proc)["job_id"], "wait")]
+    assert any(w.startswith("sshd not answering on 127.0.3.") for w in waits)
+
+
+def test_a_pod_that_never_gets_ready_is_terminated_at_the_deadline(runpod: FakeRunPod, monkeypatch) -> None:
+    runpod.boot_s = 3600
+    monkeypatch.setenv("RTRAIN_READY_TIMEOUT_S", "3")
+    proc = launch(*JOB, "--json")
+    assert proc.returncode == 3
+    assert "was not ready after 3s; last seen: the container is not running yet" in proc.stderr
+    assert runpod.running() == [] and len(runpod.ledger) == 1
+
+
+def test_a_host_key_other_than_the_injected_one_is_refused(runpod: FakeRunPod) -> None:
+    runpod.ignore_host_key = True  # the pod makes its own key: what a stale IP or a MITM looks like
+    proc = launch(*JOB, "--json")
+    assert proc.returncode == 3
+    assert "presented a host key other than the one rtrain gave the pod" in proc.stderr
+    assert runpod.running() == [] and last_json(proc)["status"] == "failed"
+
+
+def test_a_training_failure_exits_1_with_its_log_and_terminates_the_pod(runpod: FakeRunPod) -> None:
+    proc = launch(*JOB, "--max-seq-length", "9", "--json")
+    assert proc.returncode == 1
+    assert "no example has any assistant token left" in proc.stderr and "last lines of train.log" in proc.stderr
+    job = last_json(proc)
+    assert job["adapter_dir"] is None and (Path(job["output_dir"]) / "logs" / "train.log").is_file()
+    assert runpod.ledger[job["pod_id"]].status == "TERMINATED"
+
+
+def test_a_tar_member_escaping_the_folder_is_refused(runpod: FakeRunPod, tmp_path: Path) -> None:
+    evil = ("#!/bin/sh\ncase \"$*\" in *output*-cf*) exec python3 -c 'import io,sys,tarfile\n"
+            "t=tarfile.open(fileobj=sys.stdout.buffer,mode=\"w|\")\ni=tarfile.TarInfo(\"../../evil\");i.size=4\n"
+            "t.addfile(i,io.BytesIO(b\"evil\"));t.close()';; esac\nexec /bin/tar \"$@\"\n")
+    runpod.pod_env = fault_bin(tmp_path, "tar", evil)
+    proc = launch(*JOB, "--max-steps", "2", "--json")
+    assert proc.returncode == 3, proc.stderr
+    assert "archive member '../../evil' points outside the folder" in proc.stderr
+    job = last_json(proc)
+    assert job["adapter_dir"] is None and not (Path(job["output_dir"]) / "adapter").exists()
+    assert not list(Path.cwd().rglob("evil")) and not list(tmp_path.rglob("evil"))
+    assert runpod.running() == []
+
+
+def test_ctrl_c_during_training_terminates_the_pod(runpod: FakeRunPod, home_with_tiny: Path) -> None:
+    proc = start_launch(*JOB, "--max-steps", "100000")
+    try:
+        wait_for_steps(home_with_tiny)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert runpod.running() == [] and "terminating" in err
+
+
+def pod_session_pids(pod) -> list[int]:
+    """The per-connection sshd processes of a fake pod (what a network drop kills)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                environ_ok = pod.machine is not None and pod.machine.alive()
+            except OSError:
+                continue
+            if cmdline.startswith("sshd: root") and environ_ok:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_a_dropped_connection_during_training_is_survived(runpod: FakeRunPod, home_with_tiny: Path) -> None:
+    proc = start_launch(*JOB, "--max-steps", "400", "--batch-size", "4")
+    try:
+        row = wait_for_steps(home_with_tiny)
+        pod = runpod.ledger[row["pod_id"]]
+        killed = pod_session_pids(pod)
+        assert killed
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+    assert proc.returncode == 0, err
+    reconnects = events(home_with_tiny, row["id"], "reconnect")
+    assert reconnects and "re-opened" in reconnects[0]["message"]
+
+
+def test_a_pod_that_will_not_terminate_is_marked_leak_risk_and_down_ends_it(runpod: FakeRunPod, cli_proc,
+                                                                            monkeypatch) -> None:
+    monkeypatch.setenv("RTRAIN_API_RETRIES", "1")
+    runpod.faults = [{"status": 500, "times": 1000, "field": "podTerminate"}]
+    proc = launch(*JOB, "--max-steps", "2", "--json")
+    assert proc.returncode == 3
+    job = last_json(proc)
+    assert f"rtrain down {job['job_id']}" in proc.stderr and "may still be" in proc.stderr
+    listed = cli_proc("ls")
+    assert "LEAK RISK" in listed.out
+    assert runpod.running() == [job["pod_id"]]
+    runpod.faults.clear()
+    down = cli_proc("down", job["job_id"])
+    assert down.code == 0 and runpod.running() == []
+    assert "LEAK RISK" not in cli_proc("ls").out
