@@ -128,7 +128,8 @@ def test_keep_pod_then_a_second_job_on_it_uploads_nothing_again(runpod: FakeRunP
     assert first.returncode == 0, first.stderr
     kept = last_json(first)
     assert runpod.running() == [kept["pod_id"]] and "left running (--keep-pod)" in first.stderr
-    second = launch("--pod", kept["pod_id"], "--template", "tiny-cpu", "--dataset", str(SAMPLE), "--max-steps", "2",
+    # --detach: the upload is what this test is about; the pod ends with `rtrain down` below
+    second = launch("--pod", kept["pod_id"], "--template", "tiny-cpu", "--dataset", str(SAMPLE), "--detach",
                     "--json")
     assert second.returncode == 0, second.stderr
     job = last_json(second)
@@ -140,16 +141,18 @@ def test_keep_pod_then_a_second_job_on_it_uploads_nothing_again(runpod: FakeRunP
     assert down.code == 0 and runpod.running() == []
 
 
-def test_a_corrupted_upload_is_detected_and_sent_again(runpod: FakeRunPod, home_with_tiny: Path, tmp_path) -> None:
+def test_a_corrupted_upload_is_detected_and_sent_again(runpod: FakeRunPod, home_with_tiny: Path, tmp_path,
+                                                       cli_proc) -> None:
     # the pod's first `cat` into a file flips bytes, as a bad disk or a broken link would
     runpod.pod_env = fault_bin(tmp_path, "cat", '#!/bin/sh\nif [ "$#" -eq 0 ] && mkdir /workspace/.once 2>/dev/null;'
                                ' then /bin/cat | tr a-m n-z; else exec /bin/cat "$@"; fi\n')
-    proc = launch(*JOB, "--max-steps", "2", "--json")
+    proc = launch(*JOB, "--detach", "--json")
     assert proc.returncode == 0, proc.stderr
     job = last_json(proc)
     first_upload = events(home_with_tiny, job["job_id"], "upload")[0]
     assert first_upload["data"]["retried"] is True and "after a retry" in proc.stderr
-    assert job["status"] == "succeeded"
+    assert job["status"] == "running"  # the trainer started on verified data
+    assert cli_proc("down", job["job_id"]).code == 0
 
 
 def test_a_429_burst_and_a_500_are_survived(runpod: FakeRunPod, home_with_tiny: Path) -> None:
@@ -180,20 +183,24 @@ def test_no_capacity_fails_clearly_with_no_pod(runpod: FakeRunPod) -> None:
     assert runpod.ledger == {}
 
 
-def test_no_capacity_falls_back_to_the_next_gpu_of_the_list(runpod: FakeRunPod) -> None:
+def test_no_capacity_falls_back_to_the_next_gpu_of_the_list(runpod: FakeRunPod, cli_proc) -> None:
     runpod.full_gpus = {"NVIDIA H100 80GB HBM3"}
-    proc = launch("--gpu", "h100,h100-pcie", *JOB[2:], "--max-steps", "2", "--json")
+    proc = launch("--gpu", "h100,h100-pcie", *JOB[2:], "--detach", "--json")
     assert proc.returncode == 0, proc.stderr
-    pod = runpod.ledger[last_json(proc)["pod_id"]]
-    assert pod.input["gpuTypeId"] == "NVIDIA H100 PCIe" and pod.status == "TERMINATED"
+    job = last_json(proc)
+    assert runpod.ledger[job["pod_id"]].input["gpuTypeId"] == "NVIDIA H100 PCIe"
+    assert len(runpod.ledger) == 1 and cli_proc("down", job["job_id"]).code == 0
 
 
-def test_sshd_refusing_for_a_while_after_the_ports_appear_is_survived(runpod: FakeRunPod, home_with_tiny) -> None:
+def test_sshd_refusing_for_a_while_after_the_ports_appear_is_survived(runpod: FakeRunPod, home_with_tiny,
+                                                                       cli_proc) -> None:
     runpod.ssh_delay_s = 3.0
-    proc = launch(*JOB, "--max-steps", "2", "--json")
+    proc = launch(*JOB, "--detach", "--json")
     assert proc.returncode == 0, proc.stderr
-    waits = [e["message"] for e in events(home_with_tiny, last_json(proc)["job_id"], "wait")]
+    job = last_json(proc)
+    waits = [e["message"] for e in events(home_with_tiny, job["job_id"], "wait")]
     assert any(w.startswith("sshd not answering on 127.0.3.") for w in waits)
+    assert cli_proc("down", job["job_id"]).code == 0
 
 
 def test_a_pod_that_never_gets_ready_is_terminated_at_the_deadline(runpod: FakeRunPod, monkeypatch) -> None:
@@ -265,7 +272,7 @@ def pod_session_pids(pod) -> list[int]:
 
 
 def test_a_dropped_connection_during_training_is_survived(runpod: FakeRunPod, home_with_tiny: Path) -> None:
-    proc = start_launch(*JOB, "--max-steps", "400", "--batch-size", "4")
+    proc = start_launch(*JOB, "--max-steps", "150", "--batch-size", "4")
     try:
         row = wait_for_steps(home_with_tiny)
         pod = runpod.ledger[row["pod_id"]]
@@ -286,8 +293,9 @@ def test_a_dropped_connection_during_training_is_survived(runpod: FakeRunPod, ho
 def test_a_pod_that_will_not_terminate_is_marked_leak_risk_and_down_ends_it(runpod: FakeRunPod, cli_proc,
                                                                             monkeypatch) -> None:
     monkeypatch.setenv("RTRAIN_API_RETRIES", "1")
+    runpod.ignore_host_key = True  # any failure will do: this one comes fast
     runpod.faults = [{"status": 500, "times": 1000, "field": "podTerminate"}]
-    proc = launch(*JOB, "--max-steps", "2", "--json")
+    proc = launch(*JOB, "--json")
     assert proc.returncode == 3
     job = last_json(proc)
     assert f"rtrain down {job['job_id']}" in proc.stderr and "may still be" in proc.stderr

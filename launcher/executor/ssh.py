@@ -132,7 +132,7 @@ class SSHExecutor:
         def once() -> RunResult:
             chan = self._channel(command)
             out, err = _drain(chan, None, None, timeout)
-            return RunResult(chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
+            return RunResult(_exit_status(chan), out.decode(errors="replace"), err.decode(errors="replace"))
 
         result: RunResult = self._again(once)
         return result
@@ -146,7 +146,7 @@ class SSHExecutor:
                 sink.truncate()
             chan = self._channel(command)
             _, err = _drain(chan, sink, progress, None)
-            return RunResult(chan.recv_exit_status(), "", err.decode(errors="replace"))
+            return RunResult(_exit_status(chan), "", err.decode(errors="replace"))
 
         result: RunResult = self._again(once) if start is not None else once()
         return result
@@ -161,7 +161,7 @@ class SSHExecutor:
                     progress(len(chunk))
             chan.shutdown_write()
             out, err = _drain(chan, None, None, None)
-            return RunResult(chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
+            return RunResult(_exit_status(chan), out.decode(errors="replace"), err.decode(errors="replace"))
         except errors as exc:
             self.close()
             raise ConnectionLost(f"the SSH connection dropped during an upload: {exc or type(exc).__name__}") from None
@@ -195,6 +195,15 @@ def _drain(chan: paramiko.Channel, sink: BinaryIO | None, progress: Progress | N
             chan.close()
             raise ProviderError(f"the remote command did not finish within {timeout:.0f}s")
         select.select([chan], [], [], 0.5)
+
+
+def _exit_status(chan: paramiko.Channel) -> int:
+    """The command's exit status; EOFError (a dropped connection, retried by the caller) when the
+    channel closed without one."""
+    code = chan.recv_exit_status()
+    if code == -1:
+        raise EOFError("the connection closed before the command ended")
+    return int(code)
 
 
 def _b64decode(text: str) -> bytes:
