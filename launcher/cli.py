@@ -182,38 +182,71 @@ def resume(job: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("job")
-def down(job: str) -> None:
-    """Terminate a job's machine (by job id, name or pod id)."""
+@click.argument("target")
+def down(target: str) -> None:
+    """Terminate a job's machine (by job id, name or pod id), or an rtrain pod no job here knows."""
     import time
 
     from launcher.backends import get_backend
+    from launcher.errors import UsageError
     from launcher.job import terminate_with_retries
+    from launcher.keys import delete_job_keys
 
-    registry = _registry()
-    rec = _find(registry, job)
+    registry, settings = _registry(), _settings()
+    try:
+        rec = registry.get(target)
+    except KeyError as exc:
+        if "several" in str(exc.args[0]):
+            raise UsageError(str(exc.args[0])) from None
+        _down_orphan(target, settings)
+        return
     if rec.pod_id is None:
         click.echo(f"job {rec.id} has no pod")
         return
-    terminate_with_retries(get_backend(rec.backend, _settings()), rec.pod_id)
-    values: dict[str, Any] = {"phase": "teardown"}
-    if rec.status not in ("succeeded", "failed", "interrupted") or (rec.error or "").startswith("LEAK RISK"):
-        values.update(status="interrupted" if rec.status == "running" else rec.status, finished_at=time.time(),
-                      error=rec.error if not (rec.error or "").startswith("LEAK RISK") else "terminated by rtrain down")
+    terminate_with_retries(get_backend(rec.backend, settings), rec.pod_id)
+    now = time.time()
+    values: dict[str, Any] = {"finished_at": rec.finished_at or now}
+    if rec.price_per_hr is not None and rec.started_at is not None:
+        values["cost_usd"] = round(rec.price_per_hr * (now - rec.started_at) / 3600, 4)  # it billed until now
+    if rec.status == "running":
+        values.update(status="interrupted", error="stopped by rtrain down")
+    elif (rec.error or "").startswith("LEAK RISK"):
+        values["error"] = rec.error.removeprefix("LEAK RISK: ") + " (terminated later by rtrain down)"
     registry.update(rec.id, **values)
     registry.add_event(rec.id, "down", f"pod {rec.pod_id} terminated by rtrain down")
+    delete_job_keys(settings.rtrain_home(), rec.id)
     click.echo(f"terminated {rec.pod_id} (job {rec.id})")
+
+
+def _down_orphan(pod_id: str, settings: Any) -> None:
+    """A pod no job of this machine knows (another laptop's, a lost registry): end it if it is ours."""
+    from launcher.backends import get_backend
+    from launcher.errors import UsageError
+
+    if settings.runpod_api_key is None:
+        raise UsageError(f"no job {pod_id!r} here, and no RUNPOD_API_KEY to look for a pod with that id")
+    backend = get_backend("runpod", settings)
+    pod = backend.get(pod_id)
+    if pod is None or not pod.name.startswith("rtrain-"):
+        raise UsageError(f"no job {pod_id!r} here, and RunPod has no rtrain pod with that id")
+    backend.terminate(pod.id)
+    click.echo(f"terminated {pod.id} ({pod.name}, not a job of this machine)")
 
 
 @cli.command(name="ls")
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as a JSON list.")
-def list_jobs(as_json: bool) -> None:
-    """List jobs, newest last."""
+@click.option("--pods", is_flag=True, help="Also ask each provider with a key which rtrain pods are up.")
+def list_jobs(as_json: bool, pods: bool) -> None:
+    """List jobs, newest last (and, with --pods, the pods the providers still run)."""
     registry = _registry()
     jobs = registry.jobs()
+    live = _live_pods(jobs) if pods else None
     if as_json:
-        click.echo(json.dumps([r.public() for r in jobs], indent=None))
+        listed = [r.public() for r in jobs]
+        click.echo(json.dumps({"jobs": listed, "pods": live} if pods else listed))
         return
+    if live is not None:
+        _print_pods(live)
     if not jobs:
         click.echo("no jobs yet: try `rtrain launch --local`")
         return
@@ -235,6 +268,35 @@ def list_jobs(as_json: bool) -> None:
 
 _STATUS_COLOUR = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan",
                   "LEAK RISK": "red"}
+
+
+def _live_pods(jobs: list[JobRecord]) -> list[dict[str, Any]]:
+    """rtrain's pods that providers with a key set still run, matched to this machine's jobs."""
+    from launcher.backends import get_backend
+
+    settings = _settings()
+    by_pod = {j.pod_id: j.id for j in jobs if j.pod_id}
+    by_name = {j.pod_name: j.id for j in jobs if j.pod_name}
+    found = []
+    if settings.runpod_api_key is not None:
+        for pod in get_backend("runpod", settings).list():
+            found.append({"backend": "runpod", "pod_id": pod.id, "name": pod.name, "status": pod.status,
+                          "price_per_hr": pod.price_per_hr,
+                          "job_id": by_pod.get(pod.id) or by_name.get(pod.name)})
+    return found
+
+
+def _print_pods(pods: list[dict[str, Any]]) -> None:
+    if not pods:
+        click.echo("no rtrain pod is running on any provider with a key set\n")
+        return
+    click.echo(click.style(f"{len(pods)} rtrain pod(s) up, billing:", bold=True))
+    for p in pods:
+        owner = f"job {p['job_id']}" if p["job_id"] else click.style("no job here: `rtrain down " + p["pod_id"] + "`",
+                                                                     fg="red")
+        click.echo(f"  {p['backend']:<7} {p['pod_id']:<16} {p['name']:<32} {p['status']:<10} "
+                   f"${p['price_per_hr']:.2f}/hr  {owner}")
+    click.echo("")
 
 
 def _status_word(rec: JobRecord) -> str:
@@ -288,9 +350,10 @@ def logs(job: str, show_events: bool, follow: bool) -> None:
     backend = get_backend(rec.backend, _settings())
     pod = backend.get(rec.pod_id) if rec.pod_id else None
     if pod is not None and rec.workdir:
+        from launcher.keys import load_job_keys
         from launcher.transfer import read_from
 
-        ex, offset = backend.executor(pod), 0
+        ex, offset = backend.executor(pod, load_job_keys(_settings().rtrain_home(), rec.id)), 0
         while True:
             data = read_from(ex, f"{rec.workdir}/{name}", offset)
             sys.stdout.write(data.decode(errors="replace"))

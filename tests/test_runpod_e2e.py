@@ -306,3 +306,18 @@ def test_a_pod_that_will_not_terminate_is_marked_leak_risk_and_down_ends_it(runp
     down = cli_proc("down", job["job_id"])
     assert down.code == 0 and runpod.running() == []
     assert "LEAK RISK" not in cli_proc("ls").out
+
+
+def test_ls_pods_shows_live_pods_and_down_ends_one_no_job_knows(runpod: FakeRunPod, cli_proc, tmp_path,
+                                                                monkeypatch) -> None:
+    proc = launch(*JOB, "--detach", "--json")
+    assert proc.returncode == 0, proc.stderr
+    job = last_json(proc)
+    listed = json.loads(cli_proc("ls", "--pods", "--json").out)
+    assert [(p["pod_id"], p["job_id"]) for p in listed["pods"]] == [(job["pod_id"], job["job_id"])]
+    # from another machine (an empty RTRAIN_HOME) the pod is an orphan: shown, and ended by its id
+    monkeypatch.setenv("RTRAIN_HOME", str(tmp_path / "other-laptop"))
+    table = cli_proc("ls", "--pods")
+    assert job["pod_id"] in table.out and "no job here" in table.out
+    assert cli_proc("down", job["pod_id"]).code == 0
+    assert runpod.running() == []
