@@ -31,7 +31,7 @@ from launcher.plan import Plan
 from launcher.state import JobRecord, Registry
 from launcher.transfer import discard, fetch_tree, publish_dir, staging_for, verify_manifest
 from launcher.ui import Reporter
-from launcher.uploads import upload_file, upload_model_folder, write_remote_file
+from launcher.uploads import upload_files, upload_model_folder, write_remote_file
 
 q = shlex.quote
 
@@ -195,12 +195,12 @@ class Lifecycle:
         mk = self.ex.run(f"mkdir -p {q(self.jobdir)}")
         if not mk.ok:
             raise ProviderError(f"cannot create {self.jobdir} on the machine: {mk.stderr.strip()}")
-        args = (self.ex, self.registry, self.ui, self.id)
-        datasets = [upload_file(*args, Path(p), blobs).path for p in self.spec.datasets]
         with tempfile.TemporaryDirectory() as tmp:
-            self.code_path = upload_file(*args, build_code_zip(Path(tmp) / "remote.zip"), blobs,
-                                         label="trainer code").path
-        job = self.trainer_config(datasets, blobs)
+            files = [(Path(p), Path(p).name) for p in self.spec.datasets]
+            files.append((build_code_zip(Path(tmp) / "remote.zip"), "trainer code"))
+            *datasets, code = upload_files(self.ex, self.registry, self.ui, self.id, files, blobs)
+        self.code_path = code.path
+        job = self.trainer_config([d.path for d in datasets], blobs)
         write_remote_file(self.ex, f"{self.jobdir}/{JOB_JSON}", json.dumps(job, indent=2).encode())
         token = self.settings.hf_token.get_secret_value() if self.settings.hf_token else ""
         if token and not self.backend.shares_filesystem:  # a local trainer inherits it from this environment

@@ -48,32 +48,50 @@ class Upload:
     retried: bool = False
 
 
+def part_name(local: Path, blobs: str, known_sha256: str | None) -> str:
+    """Where a partial copy of ``local`` lives on the machine: stable across tries and launchers, so
+    an interrupted upload resumes (named by the content when it is known, else by path/size/mtime)."""
+    st = local.stat()
+    tag = known_sha256 or hashlib.sha256(f"{local.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+    return f"{blobs}/.{tag}.part"
+
+
+def probe_blobs(ex: Executor, blobs: str, wanted: list[tuple[str | None, str]]) -> list[int | None]:
+    """One round trip for many files: for each (known sha256 or None, part path), None when the blob
+    is already there, else the size of the partial copy to resume from (0: none)."""
+    lines = [f"mkdir -p {q(blobs)} || exit 1"]
+    for sha, part in wanted:
+        have = f"test -f {q(f'{blobs}/{sha}')} && echo have || " if sha else ""
+        lines.append(f"{have}(stat -c %s {q(part)} 2>/dev/null || echo 0)")
+    result = ex.run("\n".join(lines))
+    answers = result.stdout.split()
+    if not result.ok or len(answers) != len(wanted):
+        raise ProviderError(f"cannot look at {blobs} on the machine: {result.stderr.strip() or result.stdout.strip()}")
+    return [None if a == "have" else int(a) if a.isdigit() else 0 for a in answers]
+
+
 def upload_blob(ex: Executor, local: Path, blobs: str, *, known_sha256: str | None = None,
-                progress: Progress | None = None, attempts: int = 4) -> Upload:
+                progress: Progress | None = None, attempts: int = 4, resume_from: int | None = None) -> Upload:
     """Put ``local`` at ``<blobs>/<sha256>`` on the machine.
 
     With ``known_sha256`` (from the hash cache) a blob the machine already has is skipped. Otherwise
     the file is hashed while it streams; a partial copy left by an earlier try is resumed (its head
     hashed locally, not sent again); ``sha256sum`` on the machine must match before the copy is
     renamed into place; a copy that does not match, or a dropped connection, starts over or resumes.
+    ``resume_from`` is what ``probe_blobs`` said of this file (saves a round trip).
     """
-    if known_sha256:
-        dest = f"{blobs}/{known_sha256}"
-        have = ex.run(f"test -f {q(dest)}")
-        if have.ok:
-            return Upload(dest, known_sha256, 0)
-    # The partial copy's name must be the same on a retry before the hash is known.
-    stat = local.stat()
-    tag = known_sha256 or hashlib.sha256(f"{local.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
-    part = f"{blobs}/.{tag}.part"
-    retried, sent = False, 0
+    part = part_name(local, blobs, known_sha256)
+    if resume_from is None:
+        found = probe_blobs(ex, blobs, [(known_sha256, part)])[0]
+        if found is None:
+            return Upload(f"{blobs}/{known_sha256}", str(known_sha256), 0)
+        resume_from = found
+    size = local.stat().st_size
+    retried, sent, offset = False, 0, resume_from
     for _attempt in range(attempts):
-        probe = ex.run(f"mkdir -p {q(blobs)} && (stat -c %s {q(part)} 2>/dev/null || echo 0)")
-        if not probe.ok:
-            raise ProviderError(f"cannot prepare {blobs} on the machine: {probe.stderr.strip()}")
-        offset = int(probe.stdout.strip() or 0) if probe.stdout.strip().isdigit() else 0
-        if offset > stat.st_size:
-            offset = 0
+        if offset is None:
+            offset = probe_blobs(ex, blobs, [(None, part)])[0] or 0
+        offset = offset if offset <= size else 0
         digest = hashlib.sha256()
         with local.open("rb") as fh:
             remaining = offset  # the head already on the machine: hashed here, not sent again
@@ -87,23 +105,22 @@ def upload_blob(ex: Executor, local: Path, blobs: str, *, known_sha256: str | No
                 result = ex.run_stdin(f"cat {redirect} {q(part)}", _HashingReader(fh, digest),  # type: ignore[arg-type]
                                       progress=progress)
             except ConnectionLost:
-                retried = True
+                retried, offset = True, None
                 continue  # resume from whatever reached the machine
         if not result.ok:
             raise ProviderError(f"upload of {local.name} failed: {result.stderr.strip() or result.returncode}")
-        sent += stat.st_size - offset
+        sent += size - offset
         sha = digest.hexdigest()
-        check = ex.run(f"sha256sum {q(part)}")
-        got = check.stdout.split()[0] if check.ok and check.stdout else ""
-        if got == sha:
-            dest = f"{blobs}/{sha}"
-            moved = ex.run(f"if test -f {q(dest)}; then rm -f {q(part)}; else mv -f {q(part)} {q(dest)}; fi")
-            if not moved.ok:
-                raise ProviderError(f"cannot move {part} into place: {moved.stderr.strip()}")
+        dest = f"{blobs}/{sha}"
+        # Verify on the machine and move into place only on a match: one round trip.
+        check = ex.run(f"got=$(sha256sum {q(part)} | cut -c1-64); if [ \"$got\" = {sha} ]; then "
+                       f"if test -f {q(dest)}; then rm -f {q(part)}; else mv -f {q(part)} {q(dest)}; fi && echo OK; "
+                       f"else rm -f {q(part)}; echo \"BAD $got\"; fi")
+        if check.ok and check.stdout.strip() == "OK":
             return Upload(dest, sha, sent, retried)
-        # Bytes damaged on the way, or a resumed tail on a bad head: start over from nothing.
-        ex.run(f"rm -f {q(part)}")
-        retried = True
+        if not check.stdout.startswith("BAD"):
+            raise ProviderError(f"cannot verify {part} on the machine: {check.stderr.strip()}")
+        retried, offset = True, 0  # bytes damaged on the way (or a bad head resumed): start over
     raise ProviderError(f"upload of {local} did not verify after {attempts} tries (sha256 on the machine differs)")
 
 
