@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from launcher.cli_options import job_options, job_values
+
 if TYPE_CHECKING:
     from launcher.state import JobRecord, Registry
 
@@ -60,50 +62,27 @@ def version() -> None:
 
 
 @cli.command()
-@click.option("--local", "local", is_flag=True, help="Run on this machine (same as --backend local).")
-@click.option("--backend", type=click.Choice(["local", "runpod", "lambda"]), help="Where to run [default: local].")
-@click.option("--gpu", metavar="NAME[:COUNT]", help="GPU type and count, e.g. h100 or h100:2.")
-@click.option("--model", metavar="ID_OR_PATH", help="Hub id or local folder [default: the template's].")
-@click.option("--dataset", "datasets", multiple=True, metavar="PATH", help="JSONL dataset (repeatable).")
-@click.option("--template", metavar="NAME", help="Run preset from templates/ (see `rtrain templates`).")
-@click.option("--epochs", type=float, help="Passes over the data.")
-@click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
-@click.option("--max-samples", type=int, help="Use at most this many examples (a seeded sample).")
-@click.option("--lr", type=float, help="Learning rate.")
-@click.option("--lora-rank", type=int, help="LoRA rank r.")
-@click.option("--lora-alpha", type=int, help="LoRA alpha [default: 2 x rank]; needs --lora-rank.")
-@click.option("--max-seq-length", type=int, help="Longest sequence in tokens; longer ones are truncated.")
-@click.option("--batch-size", type=int, help="Per-device batch size.")
-@click.option("--grad-accum", type=int, help="Gradient accumulation steps.")
+@job_options
 @click.option("--output", metavar="DIR", help="Where the adapter lands [default: runs/<job-id>].")
-@click.option("--name", help="A name for the job (shown by `rtrain ls`).")
 @click.option("--detach", is_flag=True, help="Start the trainer and return; come back with `rtrain resume`.")
 @click.option("--keep-pod", is_flag=True, help="Leave the machine running after the job.")
 @click.option("--pod", "reuse_pod", metavar="POD_ID", help="Run on a pod an earlier job kept (--keep-pod).")
 @click.option("--watchdog", metavar="DURATION",
               help="Let the pod end itself when the finished job goes unfollowed this long (e.g. 30m).")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Launch even on a GPU the estimate says is too small.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before renting.")
 @click.option("--json", "as_json", is_flag=True, help="Last line of stdout: the job as one JSON object.")
 def launch(local: bool, backend: str | None, template: str | None, output: str | None, datasets: tuple[str, ...],
-           detach: bool, keep_pod: bool, yes: bool, as_json: bool, **flags: Any) -> None:
-    """Validate, provision, upload, train, download the adapter, tear down."""
-    from launcher.errors import UsageError
-
-    if local and backend not in (None, "local"):
-        raise UsageError(f"--local and --backend {backend} disagree: give one")
-    values = {k: v for k, v in flags.items() if v is not None}
-    # --gpu (or --pod) alone means a cloud GPU: RunPod, unless a backend is named
-    cloud = values.get("gpu") or values.get("reuse_pod")
-    values["backend"] = "local" if local else (backend or ("runpod" if cloud else "local"))
-    if datasets:
-        values["datasets"] = list(datasets)
+           detach: bool, keep_pod: bool, force: bool, yes: bool, as_json: bool, **flags: Any) -> None:
+    """Validate, estimate, provision, upload, train, download the adapter, tear down."""
+    values = job_values(local, backend, datasets, flags, default_cloud=False)
     if output:
         values["output_dir"] = output
-    _run_job(values, template, detach=detach, keep_pod=keep_pod, yes=yes, as_json=as_json)
+    _run_job(values, template, detach=detach, keep_pod=keep_pod, force=force, yes=yes, as_json=as_json)
 
 
-def _run_job(values: dict[str, Any], template: str | None, *, detach: bool, keep_pod: bool, yes: bool,
-             as_json: bool) -> None:
+def _run_job(values: dict[str, Any], template: str | None, *, detach: bool, keep_pod: bool, force: bool,
+             yes: bool, as_json: bool) -> None:
     from launcher.bundle import training_stack_missing
     from launcher.errors import RtrainError, UsageError
     from launcher.job import Lifecycle, create_job
@@ -123,11 +102,18 @@ def _run_job(values: dict[str, Any], template: str | None, *, detach: bool, keep
     for summary in plan.datasets.files:
         ui.info(summary.describe())
     registry = _registry()
+    estimate = None
     if plan.spec.reuse_pod:
         from launcher.job import owning_job
 
         owning_job(registry, plan.spec.reuse_pod)  # a usage error, before anything is recorded
+    elif plan.spec.backend != "local":
+        from launcher.cli_cost import confirm_launch
+
+        estimate = confirm_launch(plan, settings, ui, force=force, yes=yes)
     create_job(plan, registry)
+    if estimate is not None:
+        registry.add_event(plan.job_id, "estimate", estimate["summary"], estimate)
     lifecycle = Lifecycle(plan.job_id, settings, registry, ui, keep_pod=keep_pod, detach=detach)
     try:
         rec = lifecycle.run()
@@ -321,6 +307,10 @@ def show(job: str, as_json: bool) -> None:
                 "final_loss", "cost_usd", "created_at", "updated_at", "error"):
         if d.get(key) is not None:
             click.echo(f"{key:>12}: {d[key]}")
+    estimate = next((e for e in events if e["kind"] == "estimate"), None)
+    if estimate is not None:
+        billed = f"billed ${rec.cost_usd:.2f}" if rec.cost_usd is not None else "not billed yet"
+        click.echo(f"{'cost':>12}: {billed}; {estimate['message']}")
     spec = rec.spec_dict
     click.echo(f"{'spec':>12}: " + ", ".join(f"{k}={v}" for k, v in sorted(spec.items()) if v is not None))
     click.echo("events:")
@@ -397,6 +387,16 @@ def init_tiny_model(directory: str) -> None:
            "--data", str(sample_dataset())]
     if subprocess.run(cmd, env=env).returncode != 0:
         raise TrainingError("building the tiny model failed (is rtrain[train] installed?)")
+
+
+def _register_cost_commands() -> None:
+    from launcher.cli_cost import cost, gpus
+
+    cli.add_command(gpus)
+    cli.add_command(cost)
+
+
+_register_cost_commands()
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:

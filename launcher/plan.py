@@ -52,21 +52,25 @@ def parse_gpu(value: str) -> tuple[list[str], int]:
     return aliases, int(count)
 
 
-def check_backend(spec: JobSpec, settings: Settings) -> None:
-    """A cloud job needs its provider's key and GPUs that provider offers: checked before any call."""
+def check_backend(spec: JobSpec, settings: Settings, *, to_launch: bool = True) -> None:
+    """A cloud job needs its provider's key and GPUs that provider offers: checked before any call.
+    An estimate (``to_launch=False``) needs neither a key nor a GPU, only valid aliases."""
     if spec.backend == "local":
         if spec.reuse_pod:
             raise UsageError("--pod needs a cloud backend (e.g. --backend runpod)")
         return
-    if spec.backend == "lambda":
-        raise UsageError("--backend lambda: not available in this version of rtrain (use runpod or --local)")
     from launcher.catalog import catalog, resolve_gpu
 
+    for alias in spec.gpu:
+        resolve_gpu(alias, spec.backend)
+    if not to_launch:
+        return
+    if spec.backend == "lambda":
+        raise UsageError("--backend lambda: launching is not available yet (use runpod or --local; "
+                         "`rtrain cost --backend lambda` works)")
     if not spec.gpu and not spec.reuse_pod:
         offered = ", ".join(a for a, g in catalog().items() if g.provider_id(spec.backend))
         raise UsageError(f"--gpu is required for --backend {spec.backend} (one of: {offered})")
-    for alias in spec.gpu:
-        resolve_gpu(alias, spec.backend)
     key = settings.runpod_api_key
     if key is None or not key.get_secret_value():
         raise UsageError("RUNPOD_API_KEY is not set (export it, or put it in .env): no pod can be created")
@@ -126,7 +130,7 @@ def check_output(output: str | None, runs_dir: Path, job_id: str) -> Path:
     return path.resolve()
 
 
-def validate(flags: dict[str, Any], template: str | None, settings: Settings) -> Plan:
+def validate(flags: dict[str, Any], template: str | None, settings: Settings, *, to_launch: bool = True) -> Plan:
     flags = dict(flags)
     if "gpu" in flags:
         flags["gpu"], flags["gpu_count"] = parse_gpu(flags["gpu"])
@@ -142,10 +146,10 @@ def validate(flags: dict[str, Any], template: str | None, settings: Settings) ->
         spec.model = str(Path(spec.model).expanduser().resolve())
     if spec.backend == "local" and spec.gpu:
         notes.append(f"--gpu {','.join(spec.gpu)} is ignored by the local backend (it uses this machine)")
-    check_backend(spec, settings)
+    check_backend(spec, settings, to_launch=to_launch)
     datasets = validate_datasets(spec.datasets)
     spec.datasets = [str(Path(p).resolve()) for p in spec.datasets]
     job_id = new_job_id()
-    output_dir = check_output(spec.output_dir, settings.runs_dir, job_id)
+    output_dir = check_output(spec.output_dir, settings.runs_dir, job_id) if to_launch else Path(".")
     return Plan(job_id=job_id, spec=spec, datasets=datasets, output_dir=output_dir, model_kind=model_kind,
                 notes=notes)

@@ -117,6 +117,7 @@ class FakeRunPod:
     pod_env: dict[str, str] = field(default_factory=dict)  # what the image itself would set
     ignore_host_key: bool = False  # a pod whose host key is not the launcher's (a stale IP, a MITM)
     faults: list[dict[str, Any]] = field(default_factory=list)
+    gpu_types: list[dict[str, Any]] = field(default_factory=lambda: [dict(g) for g in GPU_TYPES])
     calls: list[dict[str, Any]] = field(default_factory=list)
     ledger: dict[str, PodRecord] = field(default_factory=dict)
 
@@ -210,12 +211,12 @@ class FakeRunPod:
 
     def gpuTypes(self, info: Any, input: dict[str, Any] | None = None) -> list[dict[str, Any]]:  # noqa: A002, N802
         wanted = (input or {}).get("id")
-        return [g for g in GPU_TYPES if wanted in (None, g["id"])]
+        return [g for g in self.gpu_types if wanted in (None, g["id"])]
 
     def podFindAndDeployOnDemand(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002, N802
         if input["gpuTypeId"] in self.full_gpus or input.get("cloudType", "ALL") in self.full_clouds:
             raise GraphQLError(NO_CAPACITY)
-        price = next((g["securePrice"] for g in GPU_TYPES if g["id"] == input["gpuTypeId"]), 1.0)
+        price = next((g["securePrice"] for g in self.gpu_types if g["id"] == input["gpuTypeId"]), 1.0)
         host = f"127.0.3.{next(_addresses) % 250 + 2}"
         record = PodRecord(id=secrets.token_hex(7), input=input, host=host, port=free_port(host),
                            created=time.time(), cost_per_hr=price * input["gpuCount"])

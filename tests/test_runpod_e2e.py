@@ -22,7 +22,7 @@ from launcher.transfer import verify_manifest
 pytestmark = pytest.mark.skipif(can_run_pods() is not None, reason=str(can_run_pods()))
 
 KEY = "rp-test-key-SECRET-0123456789"
-JOB = ("--gpu", "h100", "--template", "tiny-cpu", "--dataset", str(SAMPLE))
+JOB = ("--gpu", "h100", "--template", "tiny-cpu", "--dataset", str(SAMPLE), "--yes")
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def test_keep_pod_then_a_second_job_on_it_uploads_nothing_again(runpod: FakeRunP
     assert runpod.running() == [kept["pod_id"]] and "left running (--keep-pod)" in first.stderr
     # --detach: the upload is what this test is about; the pod ends with `rtrain down` below
     second = launch("--pod", kept["pod_id"], "--template", "tiny-cpu", "--dataset", str(SAMPLE), "--detach",
-                    "--json")
+                    "--yes", "--json")
     assert second.returncode == 0, second.stderr
     job = last_json(second)
     sent = {e["message"].split(":")[0]: e["data"]["bytes"] for e in events(home_with_tiny, job["job_id"], "upload")}
@@ -321,3 +321,22 @@ def test_ls_pods_shows_live_pods_and_down_ends_one_no_job_knows(runpod: FakeRunP
     assert job["pod_id"] in table.out and "no job here" in table.out
     assert cli_proc("down", job["pod_id"]).code == 0
     assert runpod.running() == []
+
+
+def test_launch_shows_the_estimate_and_asks_before_renting(runpod: FakeRunPod, cli_proc) -> None:
+    no_yes = launch(*[a for a in JOB if a != "--yes"])
+    assert no_yes.returncode == 2 and "add --yes to launch" in no_yes.stderr
+    assert "estimate on h100:" in no_yes.stderr and runpod.ledger == {}
+    calls = len(runpod.calls)  # only the price lookup so far
+    too_big = launch("--gpu", "rtx4090", "--model", "unsloth/Qwen3-32B", "--dataset", str(SAMPLE), "--yes")
+    assert too_big.returncode == 2
+    assert "--gpu rtx4090: the job needs about" in too_big.stderr and "has 24 GB" in too_big.stderr
+    assert len(runpod.calls) == calls  # refused before any API call, prices included
+
+
+def test_show_puts_the_billed_cost_beside_the_estimate(runpod: FakeRunPod, cli_proc) -> None:
+    proc = launch(*JOB, "--max-steps", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    shown = cli_proc("show", last_json(proc)["job_id"])
+    line = next(x for x in shown.out.splitlines() if x.strip().startswith("cost:"))
+    assert "billed $" in line and "estimate on h100:" in line
