@@ -331,7 +331,7 @@ def logs(job: str, show_events: bool, follow: bool) -> None:
 
     from launcher.backends import get_backend
     from launcher.errors import UsageError
-    from launcher.job import EVENTS, EXIT_CODE, LOG
+    from launcher.remote_trainer import EVENTS, EXIT_CODE, LOG
 
     registry = _registry()
     rec = _find(registry, job)

@@ -27,6 +27,15 @@ _JOB_OPTIONS = [
     click.option("--batch-size", type=int, help="Per-device batch size."),
     click.option("--grad-accum", type=int, help="Gradient accumulation steps."),
     click.option("--load-in-4bit", is_flag=True, default=None, help="QLoRA: load the base model in 4 bits."),
+    click.option("--packing/--no-packing", default=None,
+                 help="Pack examples into full rows [default: on, off with Unsloth]."),
+    click.option("--eval-fraction", type=float, help="Held-out share of the data for evaluation [default: 0.05]."),
+    click.option("--eval-dataset", "eval_datasets", multiple=True, metavar="PATH",
+                 help="Evaluate on this dataset instead of a held-out share (repeatable)."),
+    click.option("--eval-steps", type=int, help="Also evaluate every N steps (always at the end)."),
+    click.option("--save-steps", type=int, help="Checkpoint every N steps (a restarted trainer resumes)."),
+    click.option("--save-total-limit", type=int, help="Keep the last K checkpoints [default: 2]."),
+    click.option("--from-adapter", metavar="DIR", help="Continue training this PEFT adapter."),
     click.option("--name", help="A name for the job (shown by `rtrain ls`)."),
 ]
 
@@ -44,7 +53,9 @@ def job_values(local: bool, backend: str | None, datasets: tuple[str, ...], flag
 
     if local and backend not in (None, "local"):
         raise UsageError(f"--local and --backend {backend} disagree: give one")
-    values = {k: v for k, v in flags.items() if v is not None}
+    values = {k: v for k, v in flags.items() if v is not None and v != ()}
+    if "eval_datasets" in values:
+        values["eval_datasets"] = list(values["eval_datasets"])
     # --gpu (or --pod) alone means a cloud GPU: RunPod, unless a backend is named
     cloud = default_cloud or values.get("gpu") or values.get("reuse_pod")
     values["backend"] = "local" if local else (backend or ("runpod" if cloud else "local"))

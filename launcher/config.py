@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     volume_gb: int = Field(50, ge=0)
     ready_timeout_s: float = Field(1200.0, gt=0, description="deadline for a pod to accept SSH commands")
     api_retries: int = Field(6, ge=1, le=20, description="tries per provider API call (429/5xx/network)")
+    max_restarts: int = Field(1, ge=0, description="restarts from a checkpoint of a trainer that was killed")
     runs_dir: Path = Field(Path("runs"), description="where adapters land: <runs_dir>/<job-id>/")
 
     def rtrain_home(self) -> Path:
@@ -82,6 +83,12 @@ FLAG_OF = {
     "name": "--name",
     "watchdog_s": "--watchdog",
     "reuse_pod": "--pod",
+    "eval_fraction": "--eval-fraction",
+    "eval_datasets": "--eval-dataset",
+    "eval_steps": "--eval-steps",
+    "save_steps": "--save-steps",
+    "save_total_limit": "--save-total-limit",
+    "from_adapter": "--from-adapter",
 }
 
 
@@ -114,6 +121,14 @@ class JobSpec(BaseModel):
     load_in_4bit: bool = False
     gradient_checkpointing: bool | None = None
     seed: int = 42
+    packing: bool | None = None
+    eval_fraction: float = Field(0.05, ge=0, lt=1)
+    eval_datasets: list[str] = Field(default_factory=list)
+    eval_steps: int | None = Field(None, gt=0)
+    eval_samples: int = Field(3, ge=0, le=100)
+    save_steps: int | None = Field(None, gt=0)
+    save_total_limit: int = Field(2, gt=0)
+    from_adapter: str | None = None
     #: run on this existing pod (one a job of this machine kept) instead of creating one
     reuse_pod: str | None = None
     #: seconds after which the pod's watchdog ends a finished job nobody follows (None: off)

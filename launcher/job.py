@@ -8,7 +8,6 @@ exactly how to finish it.
 
 from __future__ import annotations
 
-import io
 import json
 import shlex
 import signal
@@ -24,10 +23,11 @@ from launcher.backends.base import Backend, Pod, PodRequest
 from launcher.bundle import build_code_zip, ensure_tiny_model
 from launcher.config import JobSpec, Settings
 from launcher.errors import Interrupted, ProviderError, RtrainError, TrainingError, UsageError
-from launcher.events import EventStream, TrainerStatus, parse_probe
+from launcher.events import EventStream
 from launcher.executor.base import Executor
 from launcher.keys import JobKeys, create_job_keys, delete_job_keys, load_job_keys
 from launcher.plan import Plan
+from launcher.remote_trainer import EVENTS, JOB_JSON, LOG, OUTPUT, SECRETS, RemoteTrainer
 from launcher.state import JobRecord, Registry
 from launcher.transfer import discard, fetch_tree, publish_dir, staging_for, verify_manifest
 from launcher.ui import Reporter
@@ -35,9 +35,8 @@ from launcher.uploads import upload_files, upload_model_folder, write_remote_fil
 
 q = shlex.quote
 
-#: Names of the files in the job's folder on the machine (the trainer's side of the contract).
-EVENTS, LOG, EXIT_CODE, PID = "events.jsonl", "train.log", "exit_code", "trainer.pid"
-JOB_JSON, OUTPUT, SECRETS = "job.json", "output", ".secrets.env"
+#: The exit status bash reports for a trainer killed by SIGKILL (the OOM killer, a pod restart).
+KILLED = 137
 
 #: Trainer spec keys that stay on the launcher's side.
 LAUNCHER_ONLY = {"backend", "gpu", "gpu_count", "template", "name", "output_dir", "watchdog_s", "reuse_pod"}
@@ -195,12 +194,15 @@ class Lifecycle:
         mk = self.ex.run(f"mkdir -p {q(self.jobdir)}")
         if not mk.ok:
             raise ProviderError(f"cannot create {self.jobdir} on the machine: {mk.stderr.strip()}")
+        data = [*self.spec.datasets, *self.spec.eval_datasets]
         with tempfile.TemporaryDirectory() as tmp:
-            files = [(Path(p), Path(p).name) for p in self.spec.datasets]
+            files = [(Path(p), Path(p).name) for p in data]
             files.append((build_code_zip(Path(tmp) / "remote.zip"), "trainer code"))
-            *datasets, code = upload_files(self.ex, self.registry, self.ui, self.id, files, blobs)
+            *uploaded, code = upload_files(self.ex, self.registry, self.ui, self.id, files, blobs)
         self.code_path = code.path
-        job = self.trainer_config([d.path for d in datasets], blobs)
+        remote = [u.path for u in uploaded]
+        n = len(self.spec.datasets)
+        job = self.trainer_config(remote[:n], remote[n:], blobs)
         write_remote_file(self.ex, f"{self.jobdir}/{JOB_JSON}", json.dumps(job, indent=2).encode())
         token = self.settings.hf_token.get_secret_value() if self.settings.hf_token else ""
         if token and not self.backend.shares_filesystem:  # a local trainer inherits it from this environment
@@ -208,95 +210,71 @@ class Lifecycle:
                               private=True)
         self.registry.update(self.id, workdir=self.jobdir)
 
-    def trainer_config(self, datasets: list[str], blobs: str) -> dict[str, Any]:
+    def trainer_config(self, datasets: list[str], eval_datasets: list[str], blobs: str) -> dict[str, Any]:
         job = {k: v for k, v in self.spec.model_dump(mode="json").items() if k not in LAUNCHER_ONLY}
-        job.update(job_id=self.id, datasets=datasets, output_dir=OUTPUT)
+        job.update(job_id=self.id, datasets=datasets, eval_datasets=eval_datasets, output_dir=OUTPUT,
+                   dataset_names=dict(zip(datasets + eval_datasets, self.spec.datasets + self.spec.eval_datasets,
+                                          strict=True)))
+        if self.spec.from_adapter:
+            job["from_adapter"] = self._machine_folder(Path(self.spec.from_adapter), blobs, "adapter_in")
         folder = None
         if self.spec.is_tiny_model:
             folder = ensure_tiny_model(self.settings.rtrain_home(), self.settings.local_python)
         elif Path(self.spec.model).is_dir():
             folder = Path(self.spec.model)
-        if folder is not None and self.backend.shares_filesystem:
-            job["model"] = str(folder)
-        elif folder is not None:
-            assert self.ex is not None
-            job["model"] = upload_model_folder(self.ex, self.registry, self.ui, self.id, folder, blobs,
-                                               f"{self.jobdir}/model")
+        if folder is not None:
+            job["model"] = self._machine_folder(folder, blobs, "model")
         return job
 
-    def start(self) -> None:
+    def _machine_folder(self, folder: Path, blobs: str, name: str) -> str:
+        """A local folder (model, adapter) as the trainer will see it: in place on this machine, else
+        rebuilt on the pod from verified blobs."""
+        if self.backend.shares_filesystem:
+            return str(folder)
         assert self.ex is not None
-        if self.ex.run(f"test -f {q(self.jobdir)}/{PID}").ok:
+        return upload_model_folder(self.ex, self.registry, self.ui, self.id, folder, blobs, f"{self.jobdir}/{name}")
+
+    @property
+    def trainer(self) -> RemoteTrainer:
+        assert self.ex is not None
+        return RemoteTrainer(self.ex, self.jobdir)
+
+    def start(self) -> None:
+        if self.trainer.started():
             self.ui.info("  the trainer was already started: following it")
             return
         self._phase("start", "starting the trainer (detached: it survives the launcher)")
         self.registry.update(self.id, events_offset=0, log_offset=0)
-        inner = (
-            f"echo $$ > {PID}; if test -f {SECRETS}; then . ./{SECRETS}; fi; "
-            f"PYTHONPATH={q(self.code_path)} {q(self.ex.python)} -m remote.train --config {JOB_JSON}"
-            f" > {EVENTS} 2> {LOG}; echo $? > {EXIT_CODE}.part && mv {EXIT_CODE}.part {EXIT_CODE}"
-        )
-        # os.setsid in a python shim: `setsid` is not on every machine (macOS), python always is here.
-        detach = "import os,sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])"
-        # Only the simple command goes to the background, with its own stdio: a backgrounded list
-        # would be a subshell holding the executor's output pipe open until the trainer ends.
-        cmd = (f"cd {q(self.jobdir)} || exit 1; rm -f {EXIT_CODE} {EVENTS} {LOG} {PID} || exit 1\n"
-               f"nohup {q(self.ex.python)} -c {q(detach)} bash -c {q(inner)} > /dev/null 2>&1 < /dev/null &")
-        started = self.ex.run(cmd)
-        if not started.ok:
-            raise ProviderError(f"cannot start the trainer: {started.stderr.strip()}")
+        self.trainer.start(self.code_path)
         if self.spec.watchdog_s:
-            self.arm_watchdog(self.spec.watchdog_s)
-
-    def arm_watchdog(self, seconds: int) -> None:
-        """Ask the pod's watchdog (docker/watchdog.sh) to end the pod once this job has finished and
-        gone unfollowed for ``seconds``."""
-        assert self.ex is not None
-        armed = self.ex.run(f"echo {int(seconds)} > {q(self.jobdir)}/watchdog")
-        if not armed.ok:
-            raise ProviderError(f"cannot arm the pod's watchdog: {armed.stderr.strip()}")
-        self.ui.info(f"  watchdog armed: the pod ends itself {seconds // 60} min after the job ends unfollowed")
-
-    def probe(self, offset: int) -> tuple[TrainerStatus, bytes]:
-        """One round trip: the trainer's state, then the events written after ``offset``."""
-        assert self.ex is not None
-        d = q(self.jobdir)
-        cmd = (
-            f"cd {d} && touch .followed; "
-            f"if test -f {EXIT_CODE}; then echo EXIT $(cat {EXIT_CODE}); "
-            f"elif ! test -f {PID}; then echo STARTING; "
-            f"elif kill -0 $(cat {PID}) 2>/dev/null; then echo RUNNING; else echo DEAD; fi; "
-            f"test -f {EVENTS} && tail -c +{offset + 1} {EVENTS} | head -c {1 << 20}; true"
-        )
-        sink = io.BytesIO()
-        result = self.ex.run_stdout(cmd, sink)
-        if not result.ok:
-            raise ProviderError(f"lost the job's folder on the machine: {result.stderr.strip()}")
-        return parse_probe(sink.getvalue())
+            self.trainer.arm_watchdog(self.spec.watchdog_s)
+            self.ui.info(f"  watchdog armed: the pod ends itself {self.spec.watchdog_s // 60} min after the job "
+                         "ends unfollowed")
 
     def follow(self) -> None:
         self._phase("follow", "training")
         stream = EventStream(offset=self.registry.get(self.id).events_offset)
-        dead_seen = 0
-        delay = 0.1
+        dead_seen, restarts, delay = 0, 0, 0.1
         while True:
             before = stream.offset
-            status, data = self.probe(stream.offset)
+            status, data = self.trainer.probe(stream.offset)
             for event in stream.feed(data):
                 self._on_event(event)
             consumed = stream.offset - before
             if consumed:
                 self.registry.update(self.id, events_offset=stream.offset, steps=self.last_event.get("steps_done"))
                 delay = 0.1
-            elif status.exit_code is not None:
+            elif status.exit_code is not None and not (status.exit_code == KILLED and self._restart(restarts)):
                 break  # finished, and every complete line is read (a torn last line is dropped)
-            if status.state == "DEAD":
-                dead_seen += 1  # twice in a row: the exit_code file is written right after the trainer ends
-                if dead_seen >= 2:
+            elif status.exit_code == KILLED:
+                restarts += 1
+                continue
+            dead_seen = dead_seen + 1 if status.state == "DEAD" else 0
+            if dead_seen >= 2:  # twice in a row: the exit_code file is written right after the trainer ends
+                if not self._restart(restarts):
                     raise TrainingError("the trainer died without an exit code (killed? out of memory?); "
                                         f"see `rtrain logs {self.id}`")
-            else:
-                dead_seen = 0
+                restarts, dead_seen = restarts + 1, 0
             if not consumed:
                 time.sleep(delay)
                 delay = min(self.poll_s, delay * 2)
@@ -305,6 +283,22 @@ class Lifecycle:
         if reconnects:
             self.registry.add_event(self.id, "reconnect", f"the connection dropped; re-opened {reconnects} times")
         self._check_exit(status.exit_code)
+
+    def _restart(self, restarts: int) -> bool:
+        """Start a killed trainer again from its newest checkpoint, if it has one and may restart."""
+        checkpoint = self.trainer.newest_checkpoint()
+        if checkpoint is None or restarts >= self.settings.max_restarts:
+            return False
+        if not self.code_path:  # resumed by a new launcher: the trainer's code blob is in the registry
+            sha = next((e["data"]["sha256"] for e in reversed(self.registry.events(self.id))
+                        if e["kind"] == "upload" and e["message"].startswith("trainer code")), None)
+            assert self.pod is not None and sha is not None
+            self.code_path = f"{self.pod.root}/blobs/{sha}"
+        self.ui.stop_progress()
+        self.ui.warn(f"the trainer was killed: restarting it from {checkpoint}")
+        self.registry.add_event(self.id, "restart", f"trainer killed; restarted from {checkpoint}")
+        self.trainer.start(self.code_path, restart=True)
+        return True
 
     def _on_event(self, event: dict[str, Any]) -> None:
         self.ui.training_event(event)
@@ -326,15 +320,16 @@ class Lifecycle:
         if code == 130:
             raise Interrupted("the trainer was interrupted")
         message = err.get("message") or f"the trainer exited with code {code}"
+        if code == 2:  # the job or its data, found wanting where the tokenizer is (before any weights)
+            raise UsageError(f"the trainer refused the job: {message}")
         self.show_log_tail()
         raise TrainingError(f"training failed: {message}")
 
-    def show_log_tail(self, lines: int = 15) -> None:
-        assert self.ex is not None
-        tail = self.ex.run(f"tail -n {lines} {q(self.jobdir)}/{LOG} 2>/dev/null")
-        if tail.ok and tail.stdout.strip():
+    def show_log_tail(self) -> None:
+        lines = self.trainer.log_tail()
+        if lines:
             self.ui.info(f"last lines of {LOG}:")
-            for line in tail.stdout.rstrip().splitlines():
+            for line in lines:
                 self.ui.info(f"  | {line}")
 
     def download(self) -> None:

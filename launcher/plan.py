@@ -123,6 +123,13 @@ def check_model(model: str) -> str:
     return "hub"
 
 
+def check_adapter(path: str) -> str:
+    folder = Path(path).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise UsageError(f"--from-adapter {path}: not a PEFT adapter folder (no adapter_config.json in it)")
+    return str(folder.resolve())
+
+
 def check_output(output: str | None, runs_dir: Path, job_id: str) -> Path:
     path = Path(output).expanduser() if output else runs_dir / job_id
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -149,6 +156,11 @@ def validate(flags: dict[str, Any], template: str | None, settings: Settings, *,
     check_backend(spec, settings, to_launch=to_launch)
     datasets = validate_datasets(spec.datasets)
     spec.datasets = [str(Path(p).resolve()) for p in spec.datasets]
+    if spec.eval_datasets:
+        validate_datasets(spec.eval_datasets)
+        spec.eval_datasets = [str(Path(p).resolve()) for p in spec.eval_datasets]
+    if spec.from_adapter:
+        spec.from_adapter = check_adapter(spec.from_adapter)
     job_id = new_job_id()
     output_dir = check_output(spec.output_dir, settings.runs_dir, job_id) if to_launch else Path(".")
     return Plan(job_id=job_id, spec=spec, datasets=datasets, output_dir=output_dir, model_kind=model_kind,

@@ -72,7 +72,10 @@ class Reporter:
         elif kind == "step":
             self._on_step(event)
         elif kind == "checkpoint":
-            self.info(f"checkpoint at step {event.get('step')}")
+            self._line(f"  checkpoint at step {event.get('step')}")
+        elif kind == "eval":
+            ppl = f", perplexity {event['perplexity']:.2f}" if event.get("perplexity") else ""
+            self._line(f"  eval at step {event.get('step')}: loss {event.get('eval_loss', 0):.4f}{ppl}")
         elif kind in ("done", "error"):
             self.stop_progress()
 
@@ -121,6 +124,13 @@ class Reporter:
         self.console.print(
             f"  step {ev.get('step')}/{ev.get('total_steps')}  {self._stats(ev)}  eta {fmt_duration(ev.get('eta_s'))}"
         )
+
+    def _line(self, message: str) -> None:
+        """A line above the live bar (or a plain line without one)."""
+        if self.quiet:
+            return
+        target = self._progress.console if self._progress is not None else self.console
+        target.print(escape(message))
 
     def stop_progress(self) -> None:
         if self._progress is not None:

@@ -76,7 +76,7 @@ def upload_model_folder(ex: Executor, registry: Registry, ui: Reporter, job_id: 
     made = ex.run(" && ".join(commands))
     if not made.ok:
         raise ProviderError(f"cannot assemble the model folder on the machine: {made.stderr.strip()}")
-    ui.info(f"  model {folder.name}: {len(files)} files, {total / 1e6:.2f} MB "
+    ui.info(f"  {dest.rsplit('/', 1)[-1]} {folder.name}: {len(files)} files, {total / 1e6:.2f} MB "
             f"({sent / 1e6:.2f} MB sent, the rest already there), sha256 verified")
     return dest
 

@@ -1,8 +1,15 @@
-"""From dataset files to token ids and labels.
+"""From dataset files to token ids and labels, and from those to batches.
 
 Conversations are rendered with the tokenizer's own chat template (ChatML when it has none, and the
-trainer says so); labels are -100 everywhere except the assistant's turns, so the model learns to
-answer, not to imitate users. Plain ``text`` examples are trained on every token.
+trainer says so); labels are -100 everywhere except the assistant's turns and their end-of-turn
+marker, so the model learns to answer, not to imitate users. Plain ``text`` examples are trained on
+every token.
+
+Packing puts several examples into each ``max_seq_length`` row (best-fit decreasing) without letting
+them see each other: position ids restart at 0 for every example and no attention mask is passed, so
+transformers builds a block-diagonal causal mask from the position ids (``masking_utils``; it needs
+``use_cache=False``, as in training). The first label of every example is -100, so no example
+learns to predict the next one's first token.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from remote.formats import Example, read_examples
+from remote.formats import DatasetError, Example, read_examples
 
 IGNORE = -100
 
@@ -21,6 +28,15 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+
+@dataclass
+class Sourced:
+    """An example and where it came from (for errors that name the file and line)."""
+
+    path: str
+    line: int
+    example: Example
 
 
 @dataclass
@@ -34,28 +50,41 @@ class TokenizedData:
     formats: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "examples": self.examples,
-            "used": len(self.items),
-            "truncated": self.truncated,
-            "dropped_no_target": self.dropped_no_target,
-            "tokens": self.tokens,
-            "target_tokens": self.target_tokens,
-            "formats": self.formats,
-        }
+        return {"examples": self.examples, "used": len(self.items), "truncated": self.truncated,
+                "dropped_no_target": self.dropped_no_target, "tokens": self.tokens,
+                "target_tokens": self.target_tokens, "formats": self.formats}
 
 
-def load_examples(paths: list[str], max_samples: int | None, seed: int) -> tuple[list[Example], dict[str, int]]:
-    examples: list[Example] = []
+def load_examples(paths: list[str], max_samples: int | None, seed: int,
+                  names: dict[str, str] | None = None) -> tuple[list[Sourced], dict[str, int]]:
+    """Every example of ``paths``; ``names`` gives the user's name for a file stored under another
+    (a content-addressed blob on a pod), so that errors point at the file the user knows."""
+    examples: list[Sourced] = []
     formats: dict[str, int] = {}
     for path in paths:
-        for _line, fmt, example in read_examples(path):
-            examples.append(example)
-            formats[fmt] = formats.get(fmt, 0) + 1
+        shown = (names or {}).get(path, path)
+        try:
+            for line, fmt, example in read_examples(path):
+                examples.append(Sourced(shown, line, example))
+                formats[fmt] = formats.get(fmt, 0) + 1
+        except DatasetError as exc:
+            raise DatasetError(shown, exc.line, exc.message) from None
     if max_samples is not None and len(examples) > max_samples:
         # A seeded sample, not the first N: files are often sorted by topic or date.
         examples = random.Random(seed).sample(examples, max_samples)
     return examples, formats
+
+
+def split_eval(examples: list[Sourced], fraction: float, seed: int, cap: int = 200) -> tuple[list[Sourced],
+                                                                                          list[Sourced]]:
+    """A seeded held-out share (at least 1, at most ``cap``); none from fewer than 20 examples."""
+    if fraction <= 0 or len(examples) < 20:
+        return examples, []
+    n_eval = min(cap, max(1, round(len(examples) * fraction)))
+    order = list(range(len(examples)))
+    random.Random(seed + 1).shuffle(order)
+    held = set(order[:n_eval])
+    return [e for i, e in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)]
 
 
 def ensure_chat_template(tokenizer: Any) -> bool:
@@ -76,6 +105,7 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[str
     """The rendered conversation and the character spans of each assistant turn (its content and
     end-of-turn marker, not the role header the template puts before it)."""
     text = _render(tokenizer, messages)
+    end_marker = getattr(tokenizer, "eos_token", None) or ""
     spans: list[tuple[int, int]] = []
     search_from = 0
     for i, message in enumerate(messages):
@@ -87,11 +117,13 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[str
             spans.append((len(before), len(upto)))
             search_from = len(upto)
             continue
-        # Templates that rewrite earlier turns (e.g. drop reasoning) are not prefix-stable; fall
-        # back to finding the content itself in the full rendering.
+        # Templates that rewrite earlier turns (Qwen3 drops reasoning from all but the last answer)
+        # are not prefix-stable: find the content itself, and its end-of-turn marker after it.
         pos = text.find(message["content"], search_from) if message["content"] else -1
         if pos >= 0:
             end = pos + len(message["content"])
+            if end_marker and text.startswith(end_marker, end):
+                end += len(end_marker)
             spans.append((pos, end))
             search_from = end
     return text, spans
@@ -117,30 +149,59 @@ def tokenize_example(tokenizer: Any, example: Example) -> tuple[list[int], list[
     return ids, _label(ids, [tuple(o) for o in enc["offset_mapping"]], spans)
 
 
-def tokenize_all(tokenizer: Any, examples: list[Example], max_seq_length: int,
+def tokenize_all(tokenizer: Any, examples: list[Sourced], max_seq_length: int,
                  formats: dict[str, int]) -> TokenizedData:
+    """Token ids and labels for every example. DatasetError (naming file and line) for a conversation
+    the chat template cannot render, or whose prompt leaves no room for an answer."""
+    from jinja2 import TemplateError
+
     data = TokenizedData(items=[], examples=len(examples), formats=formats)
-    for example in examples:
-        ids, labels = tokenize_example(tokenizer, example)
+    for src in examples:
+        try:
+            ids, labels = tokenize_example(tokenizer, src.example)
+        except TemplateError as exc:
+            raise DatasetError(src.path, src.line, f"the model's chat template cannot render this conversation: "
+                               f"{exc}") from None
+        first_target = next((j for j, lab in enumerate(labels) if lab != IGNORE), None)
+        if first_target is None:
+            data.dropped_no_target += 1
+            continue
+        if first_target >= max_seq_length:
+            raise DatasetError(src.path, src.line, f"the prompt before the first answer is {first_target} tokens, "
+                               f"over max_seq_length {max_seq_length}: raise --max-seq-length or shorten it")
         if len(ids) > max_seq_length:
             data.truncated += 1
             ids, labels = ids[:max_seq_length], labels[:max_seq_length]
-        targets = sum(1 for x in labels if x != IGNORE)
-        if targets == 0:
-            data.dropped_no_target += 1
-            continue
         data.tokens += len(ids)
-        data.target_tokens += targets
+        data.target_tokens += sum(1 for x in labels if x != IGNORE)
         data.items.append({"input_ids": ids, "labels": labels})
     return data
 
 
+def pack(items: list[dict[str, list[int]]], max_seq_length: int) -> list[list[dict[str, list[int]]]]:
+    """Best-fit decreasing: each bin is a list of examples whose lengths add up to at most
+    ``max_seq_length`` (every example already is at most that long)."""
+    bins: list[list[dict[str, list[int]]]] = []
+    room: list[int] = []
+    for item in sorted(items, key=lambda it: len(it["input_ids"]), reverse=True):
+        n = len(item["input_ids"])
+        best = min((i for i, r in enumerate(room) if r >= n), key=lambda i: room[i], default=None)
+        if best is None:
+            bins.append([item])
+            room.append(max_seq_length - n)
+        else:
+            bins[best].append(item)
+            room[best] -= n
+    return bins
+
+
 class PadCollator:
-    """Right-pads a batch; counts the real (non-pad) tokens it has handed out, for tokens/s."""
+    """Right-pads a batch of examples; counts real and pad tokens (for tokens/s and padding waste)."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
         self.tokens_seen = 0
+        self.pad_seen = 0
 
     def __call__(self, batch: list[dict[str, list[int]]]) -> dict[str, Any]:
         import torch
@@ -154,5 +215,35 @@ class PadCollator:
             ids[row, :n] = torch.tensor(b["input_ids"])
             labels[row, :n] = torch.tensor(b["labels"])
             mask[row, :n] = 1
-        self.tokens_seen += int(mask.sum())
+        real = int(mask.sum())
+        self.tokens_seen += real
+        self.pad_seen += mask.numel() - real
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+class PackedCollator(PadCollator):
+    """A batch of packed bins: one row per bin, position ids restarting for every example (and for
+    the padding after the last one), the first label of each example ignored, no attention mask."""
+
+    def __call__(self, batch: list[list[dict[str, list[int]]]]) -> dict[str, Any]:  # type: ignore[override]
+        import torch
+
+        width = max(sum(len(ex["input_ids"]) for ex in b) for b in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+        positions = torch.zeros((len(batch), width), dtype=torch.long)
+        real = 0
+        for row, examples in enumerate(batch):
+            at = 0
+            for ex in examples:
+                n = len(ex["input_ids"])
+                ids[row, at:at + n] = torch.tensor(ex["input_ids"])
+                labels[row, at:at + n] = torch.tensor(ex["labels"])
+                labels[row, at] = IGNORE
+                positions[row, at:at + n] = torch.arange(n)
+                at += n
+            positions[row, at:] = torch.arange(width - at)  # padding: a sequence of its own, never trained
+            real += at
+        self.tokens_seen += real
+        self.pad_seen += ids.numel() - real
+        return {"input_ids": ids, "labels": labels, "position_ids": positions}

@@ -4,11 +4,18 @@ Standard library only: the launcher validates datasets with these same rules bef
 rented, and the trainer reads them with them on the pod. Every record becomes an *example*: either
 ``{"messages": [{"role", "content"}, ...]}`` (a conversation) or ``{"text": str}`` (plain language
 modelling).
+
+JSONL records, detected per line (one format per file): ``messages`` (OpenAI/ChatML roles, tool calls
+kept), ``conversations`` (ShareGPT from/value), Alpaca ``instruction``/``input``/``output`` (with
+optional ``system`` and ``history``), ``instruction``/``response``, ``prompt``/``completion``, and
+``text``. Files ending in .txt or .md hold blank-line separated blocks of ``Q:``/``A:`` or
+``User:``/``Assistant:`` turns.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -62,11 +69,107 @@ def _check_text(text: Any) -> Example:
     return {"text": text}
 
 
+def _string(record: dict[str, Any], key: str, required: bool = True) -> str:
+    value = record.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise RecordError(f'"{key}" must be a non-empty string')
+    return value
+
+
+#: ShareGPT speakers -> roles
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system", "tool": "tool", "observation": "tool", "function_response": "tool"}
+
+
+def _from_sharegpt(record: dict[str, Any]) -> Example:
+    turns = record["conversations"]
+    if not isinstance(turns, list) or not turns:
+        raise RecordError('"conversations" must be a non-empty list of {"from", "value"} objects')
+    messages = []
+    for i, turn in enumerate(turns, 1):
+        if not isinstance(turn, dict):
+            raise RecordError(f"turn {i} is not an object")
+        speaker = turn.get("from")
+        if speaker not in SHAREGPT_ROLES:
+            raise RecordError(f"turn {i} is from unknown speaker {speaker!r} (expected one of "
+                              f"{', '.join(SHAREGPT_ROLES)})")
+        messages.append({"role": SHAREGPT_ROLES[speaker], "content": turn.get("value")})
+    return _check_messages(messages)
+
+
+def _from_alpaca(record: dict[str, Any]) -> Example:
+    messages: list[dict[str, Any]] = []
+    system = _string(record, "system", required=False)
+    if system.strip():
+        messages.append({"role": "system", "content": system})
+    history = record.get("history") or []
+    if not isinstance(history, list) or not all(isinstance(h, list | tuple) and len(h) == 2 for h in history):
+        raise RecordError('"history" must be a list of [instruction, response] pairs')
+    for question, answer in history:
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    prompt = _string(record, "instruction")
+    extra = _string(record, "input", required=False)
+    if extra.strip():
+        prompt = f"{prompt}\n\n{extra}"
+    messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": _string(record, "output")}]
+    return _check_messages(messages)
+
+
+def _pair(prompt_key: str, answer_key: str) -> Callable[[dict[str, Any]], Example]:
+    def convert(record: dict[str, Any]) -> Example:
+        return _check_messages([{"role": "user", "content": _string(record, prompt_key)},
+                                {"role": "assistant", "content": _string(record, answer_key)}])
+
+    return convert
+
+
 #: name -> (does this record look like it, turn it into an example). Order matters: first match wins.
 FORMATS: dict[str, tuple[Callable[[dict[str, Any]], bool], Callable[[dict[str, Any]], Example]]] = {
     "messages": (lambda r: "messages" in r, lambda r: _check_messages(r["messages"])),
+    "conversations": (lambda r: "conversations" in r, _from_sharegpt),
+    "alpaca": (lambda r: "instruction" in r and "output" in r, _from_alpaca),
+    "instruction_response": (lambda r: "instruction" in r and "response" in r, _pair("instruction", "response")),
+    "prompt_completion": (lambda r: "prompt" in r and "completion" in r, _pair("prompt", "completion")),
     "text": (lambda r: "text" in r, lambda r: _check_text(r["text"])),
 }
+
+#: Plain-text files: blank-line separated blocks of "Q:"/"A:" or "User:"/"Assistant:" turns.
+TEXT_SUFFIXES = (".txt", ".md")
+_SPEAKER = re.compile(r"^(q|a|user|assistant|system)\s*:\s?(.*)$", re.IGNORECASE)
+_TEXT_ROLES = {"q": "user", "user": "user", "a": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def _read_turn_blocks(path: Path) -> Iterator[tuple[int, str, Example]]:
+    block: list[tuple[int, str]] = []
+    with path.open("r", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.strip():
+                block.append((lineno, line.rstrip("\n")))
+                continue
+            if block:
+                yield _turn_block(path, block)
+                block = []
+    if block:
+        yield _turn_block(path, block)
+
+
+def _turn_block(path: Path, block: list[tuple[int, str]]) -> tuple[int, str, Example]:
+    first = block[0][0]
+    messages: list[dict[str, str]] = []
+    for lineno, line in block:
+        match = _SPEAKER.match(line)
+        if match:
+            messages.append({"role": _TEXT_ROLES[match[1].lower()], "content": match[2]})
+        elif messages:
+            messages[-1]["content"] += "\n" + line
+        else:
+            raise DatasetError(path, lineno, "expected a turn starting with 'Q:', 'A:', 'User:' or 'Assistant:'")
+    try:
+        return first, "qa_text", _check_messages([{**m, "content": m["content"].strip()} for m in messages])
+    except RecordError as exc:
+        raise DatasetError(path, first, str(exc)) from None
 
 
 def detect_format(record: Any) -> str:
@@ -90,6 +193,9 @@ def read_examples(path: str | Path) -> Iterator[tuple[int, str, Example]]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(path, 0, "no such file")
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        yield from _read_text_file(path)
+        return
     first_fmt: str | None = None
     first_line = 0
     with path.open("r", encoding="utf-8", errors="strict") as fh:
@@ -115,6 +221,18 @@ def read_examples(path: str | Path) -> Iterator[tuple[int, str, Example]]:
         except UnicodeDecodeError as exc:
             raise DatasetError(path, 0, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if first_fmt is None:
+        raise DatasetError(path, 0, "no examples (the file is empty)")
+
+
+def _read_text_file(path: Path) -> Iterator[tuple[int, str, Example]]:
+    count = 0
+    try:
+        for item in _read_turn_blocks(path):
+            count += 1
+            yield item
+    except UnicodeDecodeError as exc:
+        raise DatasetError(path, 0, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not count:
         raise DatasetError(path, 0, "no examples (the file is empty)")
 
 

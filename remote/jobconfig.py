@@ -44,6 +44,17 @@ class TrainConfig:
     gradient_checkpointing: bool | None = None
     seed: int = 42
     logging_steps: int = 1
+    #: None: on with transformers + peft (tested exact), off with Unsloth (its kernels are not checked here)
+    packing: bool | None = None
+    eval_fraction: float = 0.05
+    eval_datasets: list[str] = field(default_factory=list)
+    eval_steps: int | None = None
+    eval_samples: int = 3
+    save_steps: int | None = None
+    save_total_limit: int = 2
+    from_adapter: str | None = None
+    #: the user's name of each dataset file (datasets arrive as content-addressed blobs)
+    dataset_names: dict[str, str] = field(default_factory=dict)
     version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -53,7 +64,9 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0 (got {getattr(self, name)!r})")
-        for name in ("max_steps", "max_samples"):
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(f"eval_fraction must be in [0, 1) (got {self.eval_fraction!r})")
+        for name in ("max_steps", "max_samples", "eval_steps", "save_steps"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be > 0 (got {value!r})")

@@ -1,8 +1,9 @@
-"""Loading the base model and tokenizer and putting LoRA on it.
+"""Loading the tokenizer, the base model, and LoRA on it.
 
 Unsloth's ``FastLanguageModel`` when CUDA is there and unsloth is installed (it is 2x faster and
 needs less memory); plain transformers + peft everywhere else. Unsloth is never imported without a
-GPU: its import raises there.
+GPU: its import raises there. The tokenizer is loaded on its own first, so that the data can be
+checked before gigabytes of weights are.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ UNSLOTH_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 @dataclass
 class Loaded:
     model: Any
-    tokenizer: Any
     engine: str  # "unsloth" or "transformers+peft"
     device: str
     bf16: bool
@@ -38,41 +38,49 @@ def pick_engine() -> tuple[str, str]:
     return "transformers+peft", "cpu"
 
 
+def load_tokenizer(cfg: TrainConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_for_training(cfg: TrainConfig) -> Loaded:
     engine, device = pick_engine()
     if engine != "unsloth":
         why = "unsloth is not installed" if device.startswith("cuda") else f"no CUDA GPU ({device})"
         print(f"[trainer] using transformers + peft: {why}", file=sys.stderr)
-    if engine == "unsloth":
-        return _load_unsloth(cfg, device)
-    return _load_peft(cfg, device)
+        return _load_peft(cfg, device)
+    return _load_unsloth(cfg, device)
 
 
 def _load_unsloth(cfg: TrainConfig, device: str) -> Loaded:
     from unsloth import FastLanguageModel, is_bfloat16_supported  # noqa: I001 (must precede transformers)
 
-    model, tokenizer = FastLanguageModel.from_pretrained(
+    model, _ = FastLanguageModel.from_pretrained(
         model_name=cfg.model, max_seq_length=cfg.max_seq_length, dtype=None, load_in_4bit=cfg.load_in_4bit
     )
-    targets = UNSLOTH_TARGETS if cfg.target_modules == "all-linear" else cfg.target_modules
-    model = FastLanguageModel.get_peft_model(
-        model,
-        r=cfg.lora_rank,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=targets,
-        bias="none",
-        use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing is not False else False,
-        random_state=cfg.seed,
-        use_rslora=False,  # llama.cpp scales by alpha/rank
-    )
-    return Loaded(model, tokenizer, "unsloth", device, bool(is_bfloat16_supported()))
+    if cfg.from_adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, cfg.from_adapter, is_trainable=True)
+    else:
+        targets = UNSLOTH_TARGETS if cfg.target_modules == "all-linear" else cfg.target_modules
+        model = FastLanguageModel.get_peft_model(
+            model, r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=targets, bias="none",
+            use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing is not False else False,
+            random_state=cfg.seed, use_rslora=False,  # llama.cpp scales by alpha/rank
+        )
+    return Loaded(model, "unsloth", device, bool(is_bfloat16_supported()))
 
 
 def _load_peft(cfg: TrainConfig, device: str) -> Loaded:
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
 
     cuda = device.startswith("cuda")
     bf16 = cuda and torch.cuda.is_bf16_supported()
@@ -86,8 +94,8 @@ def _load_peft(cfg: TrainConfig, device: str) -> Loaded:
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float16,
         )
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     model = AutoModelForCausalLM.from_pretrained(cfg.model, **kwargs)
+    model.config.use_cache = False  # training; and packed rows get their block mask only without a cache
     if cfg.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
@@ -95,17 +103,13 @@ def _load_peft(cfg: TrainConfig, device: str) -> Loaded:
     if cfg.gradient_checkpointing or (cfg.gradient_checkpointing is None and cuda):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    lora = LoraConfig(
-        r=cfg.lora_rank,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.target_modules,
-        bias="none",
-        task_type="CAUSAL_LM",
-        use_rslora=False,
-    )
-    model = get_peft_model(model, lora)
-    return Loaded(model, tokenizer, "transformers+peft", device, bf16)
+    if cfg.from_adapter:
+        model = PeftModel.from_pretrained(model, cfg.from_adapter, is_trainable=True)
+    else:
+        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=cfg.target_modules, bias="none", task_type="CAUSAL_LM", use_rslora=False)
+        model = get_peft_model(model, lora)
+    return Loaded(model, "transformers+peft", device, bf16)
 
 
 def count_parameters(model: Any) -> tuple[int, int]:

@@ -1,8 +1,10 @@
 """The trainer: ``python -m remote.train --config job.json``.
 
-Reads like a recipe: config, data, model, loop, save. Progress goes out as JSON lines (see
-remote/events.py); the adapter, tokenizer, ``metrics.json`` and ``manifest.json`` land in the job's
-output folder, atomically. Exit codes: 0 done, 1 training failed, 2 bad job.json or dataset.
+Reads like a recipe: config, data (checked before any weights load), model, loop, evaluation, save.
+Progress goes out as JSON lines (remote/events.py); the adapter, tokenizer, ``metrics.json``,
+``samples.jsonl`` and ``manifest.json`` land in the job's output folder, atomically. Checkpoints go to
+``checkpoints/`` beside it, and a restarted trainer resumes from the newest (same data order,
+optimizer and scheduler state). Exit codes: 0 done, 1 training failed, 2 bad job.json or data.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import json
+import math
 import os
 import signal
 import sys
@@ -22,28 +26,22 @@ from remote.events import EventWriter
 from remote.formats import DatasetError
 from remote.jobconfig import ConfigError, TrainConfig, load_config
 
+CHECKPOINTS = Path("checkpoints")
 
-def training_arguments(cfg: TrainConfig, checkpoints: Path, device: str, bf16: bool) -> Any:
+
+def training_arguments(cfg: TrainConfig, device: str, bf16: bool, has_eval: bool) -> Any:
     from transformers import TrainingArguments
 
     kwargs: dict[str, Any] = dict(
-        output_dir=str(checkpoints),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr,
-        lr_scheduler_type=cfg.lr_scheduler,
-        weight_decay=cfg.weight_decay,
-        logging_steps=cfg.logging_steps,
-        save_strategy="no",
-        report_to="none",
-        seed=cfg.seed,
-        use_cpu=device == "cpu",
-        bf16=bf16,
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
+        output_dir=str(CHECKPOINTS), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, lr_scheduler_type=cfg.lr_scheduler,
+        weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps,
+        save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500,
+        save_total_limit=cfg.save_total_limit,
+        eval_strategy="steps" if cfg.eval_steps and has_eval else "no", eval_steps=cfg.eval_steps,
+        report_to="none", seed=cfg.seed, use_cpu=device == "cpu", bf16=bf16, disable_tqdm=True,
+        remove_unused_columns=False, dataloader_num_workers=0,
     )
     params = inspect.signature(TrainingArguments.__init__).parameters
     if cfg.warmup_steps:
@@ -56,77 +54,147 @@ def training_arguments(cfg: TrainConfig, checkpoints: Path, device: str, bf16: b
 
 
 def progress_callback(events: EventWriter, collator: Any, start_fields: dict[str, Any]) -> Any:
-    """Emit ``start`` (with the step count the Trainer settled on) and one ``step`` per log."""
+    """``start`` (with the step count the Trainer settled on), ``step`` per log, ``eval``, ``checkpoint``."""
     from transformers import TrainerCallback
 
     class EmitProgress(TrainerCallback):  # type: ignore[misc]
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.t0 = time.monotonic()
-            events.emit("start", total_steps=state.max_steps, **start_fields)
+            self.t0, self.first_step = time.monotonic(), state.global_step
+            events.emit("start", total_steps=state.max_steps, resumed_from_step=state.global_step or None,
+                        **start_fields)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             logs = logs or {}
             if "loss" not in logs or state.global_step == 0:
                 return
             elapsed = time.monotonic() - self.t0
-            step, total = state.global_step, state.max_steps
+            done, step, total = state.global_step - self.first_step, state.global_step, state.max_steps
             events.emit(
-                "step", step=step, total_steps=total, epoch=round(state.epoch or 0.0, 4),
-                loss=float(logs["loss"]), lr=float(logs.get("learning_rate", 0.0)),
+                "step", step=step, total_steps=total, epoch=round(state.epoch or 0.0, 4), loss=float(logs["loss"]),
+                lr=float(logs.get("learning_rate", 0.0)),
                 grad_norm=float(logs["grad_norm"]) if logs.get("grad_norm") is not None else None,
                 tokens_per_s=round(collator.tokens_seen / elapsed, 1) if elapsed > 0 else None,
-                eta_s=round(elapsed / step * (total - step), 1),
+                eta_s=round(elapsed / max(done, 1) * (total - step), 1),
             )
 
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any) -> None:
+            loss = (metrics or {}).get("eval_loss")
+            if loss is not None:
+                events.emit("eval", step=state.global_step, eval_loss=float(loss), perplexity=_perplexity(loss))
+
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            events.emit("checkpoint", step=state.global_step,
+                        path=str(CHECKPOINTS / f"checkpoint-{state.global_step}"))
+
     return EmitProgress()
+
+
+def _perplexity(loss: float) -> float | None:
+    return round(math.exp(loss), 4) if loss < 50 else None
+
+
+def newest_checkpoint() -> str | None:
+    found = [p for p in CHECKPOINTS.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
+
+
+def write_samples(model: Any, tokenizer: Any, eval_examples: list[Any], count: int, path: Path) -> int:
+    """Greedy generations for the first ``count`` held-out conversations, beside what was expected."""
+    import torch
+
+    rows = []
+    convos = [e for e in eval_examples if "messages" in e.example and e.example["messages"][0]["role"] != "assistant"]
+    for src in convos[:count]:
+        messages = src.example["messages"]
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        prompt = tokenizer.apply_chat_template(messages[:last], tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(model.device)
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=64, do_sample=False, use_cache=True,
+                                 pad_token_id=tokenizer.pad_token_id)
+        generated = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        rows.append({"source": f"{src.path}:{src.line}", "prompt": messages[:last],
+                     "expected": messages[last]["content"], "generated": generated})
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return len(rows)
 
 
 def run(cfg: TrainConfig, events: EventWriter) -> dict[str, Any]:
     from transformers import Trainer, set_seed
 
-    from remote.data import PadCollator, ensure_chat_template, load_examples, tokenize_all
-    from remote.modeling import count_parameters, load_for_training
+    from remote.data import (
+        PackedCollator,
+        PadCollator,
+        ensure_chat_template,
+        load_examples,
+        pack,
+        split_eval,
+        tokenize_all,
+    )
+    from remote.modeling import count_parameters, load_for_training, load_tokenizer
     from remote.outputs import publish, staging_dir, write_json
 
     set_seed(cfg.seed)
-    examples, formats = load_examples(cfg.datasets, cfg.max_samples, cfg.seed)
-    loaded = load_for_training(cfg)
-    tokenizer = loaded.tokenizer
+    # Data first, with the tokenizer only: a bad line fails in seconds, not after the weights load.
+    examples, formats = load_examples(cfg.datasets, cfg.max_samples, cfg.seed, cfg.dataset_names)
+    if cfg.eval_datasets:
+        train_ex, (eval_ex, _) = examples, load_examples(cfg.eval_datasets, None, cfg.seed, cfg.dataset_names)
+    else:
+        train_ex, eval_ex = split_eval(examples, cfg.eval_fraction, cfg.seed)
+    tokenizer = load_tokenizer(cfg)
     if ensure_chat_template(tokenizer):
         print("[trainer] the tokenizer has no chat template: using ChatML", file=sys.stderr)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    data = tokenize_all(tokenizer, examples, cfg.max_seq_length, formats)
+    data = tokenize_all(tokenizer, train_ex, cfg.max_seq_length, formats)
+    eval_data = tokenize_all(tokenizer, eval_ex, cfg.max_seq_length, {}) if eval_ex else None
     if not data.items:
-        raise ValueError("no example has any assistant token left to train on after truncation")
-    output = Path(cfg.output_dir)
-    collator = PadCollator(tokenizer.pad_token_id)
-    args = training_arguments(cfg, output.parent / "checkpoints", loaded.device, loaded.bf16)
-    trainable, total = count_parameters(loaded.model)
-    start_fields = dict(engine=loaded.engine, device=loaded.device, trainable_params=trainable,
-                        total_params=total, **data.summary())
-    trainer = Trainer(model=loaded.model, args=args, train_dataset=data.items, data_collator=collator,
-                      callbacks=[progress_callback(events, collator, start_fields)])
+        raise DatasetError(cfg.datasets[0], 0, "no example has an assistant token to train on")
 
+    loaded = load_for_training(cfg)
+    packing = cfg.packing if cfg.packing is not None else loaded.engine != "unsloth"
+    collator = (PackedCollator if packing else PadCollator)(tokenizer.pad_token_id)
+    train_set = pack(data.items, cfg.max_seq_length) if packing else data.items
+    eval_set = None
+    if eval_data and eval_data.items:
+        eval_set = pack(eval_data.items, cfg.max_seq_length) if packing else eval_data.items
+    trainable, total = count_parameters(loaded.model)
+    start_fields = dict(engine=loaded.engine, device=loaded.device, trainable_params=trainable, total_params=total,
+                        packing=packing, rows=len(train_set), eval_examples=len(eval_data.items) if eval_data else 0,
+                        **data.summary())
+    args = training_arguments(cfg, loaded.device, loaded.bf16, eval_set is not None)
+    trainer = Trainer(model=loaded.model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                      data_collator=collator, callbacks=[progress_callback(events, collator, start_fields)])
+    resume = newest_checkpoint()
     t0 = time.monotonic()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume)
+    runtime = time.monotonic() - t0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
-    staging = staging_dir(output)
-    loaded.model.save_pretrained(staging / "adapter")
-    tokenizer.save_pretrained(staging / "adapter")
-    metrics = {
+    metrics: dict[str, Any] = {
         "engine": loaded.engine, "device": loaded.device, "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch, "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None, "train_loss": result.training_loss,
-        "runtime_s": round(time.monotonic() - t0, 3), "tokens_seen": collator.tokens_seen,
-        "trainable_params": trainable, "total_params": total, "data": data.summary(),
+        "runtime_s": round(runtime, 3), "tokens_seen": collator.tokens_seen,
+        "tokens_per_s": round(collator.tokens_seen / runtime, 1) if runtime > 0 else None,
+        "packing": packing, "padding_waste": round(collator.pad_seen / max(collator.pad_seen + collator.tokens_seen,
+                                                                           1), 4),
+        "resumed_from": resume, "trainable_params": trainable, "total_params": total, "data": data.summary(),
         "config": dataclasses.asdict(cfg),
     }
+    staging = staging_dir(Path(cfg.output_dir))
+    if eval_set is not None:
+        eval_loss = float(trainer.evaluate()["eval_loss"])
+        metrics.update(eval_loss=eval_loss, perplexity=_perplexity(eval_loss), eval_examples=len(eval_set))
+        events.emit("eval", step=trainer.state.global_step, eval_loss=eval_loss, perplexity=_perplexity(eval_loss))
+        loaded.model.eval()
+        metrics["samples"] = write_samples(loaded.model, tokenizer, eval_ex, cfg.eval_samples,
+                                           staging / "samples.jsonl")
+    loaded.model.save_pretrained(staging / "adapter")
+    tokenizer.save_pretrained(staging / "adapter")
     write_json(staging / "metrics.json", metrics)
-    manifest = publish(staging, output)
+    manifest = publish(staging, Path(cfg.output_dir))
     return {"steps": metrics["steps"], "final_loss": metrics["final_loss"], "first_loss": metrics["first_loss"],
-            "runtime_s": metrics["runtime_s"], "files": len(manifest["files"])}
+            "eval_loss": metrics.get("eval_loss"), "runtime_s": metrics["runtime_s"],
+            "padding_waste": metrics["padding_waste"], "files": len(manifest["files"])}
 
 
 def _interrupt(signum: int, frame: Any) -> None:

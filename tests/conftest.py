@@ -54,6 +54,17 @@ def home_with_tiny(home: Path, tiny_model: Path) -> Path:
     return home
 
 
+@pytest.fixture
+def broken_model(tiny_model: Path, tmp_path: Path) -> Path:
+    """The tiny model with damaged weights: the data checks pass, loading the model fails."""
+    import shutil
+
+    folder = tmp_path / "broken-model"
+    shutil.copytree(tiny_model, folder)
+    (folder / "model.safetensors").write_bytes(b"not safetensors at all")
+    return folder
+
+
 @dataclass
 class CliResult:
     code: int

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, rtrain_cmd
+from conftest import ROOT, SAMPLE, rtrain_cmd
 
 from launcher.transfer import verify_manifest
 
@@ -91,19 +91,28 @@ def test_launch_local_trains_a_usable_adapter(home_with_tiny: Path, cli_proc, ti
         assert all(secret not in t for t in texts)
 
 
-def test_training_failure_exits_1_with_the_reason_and_no_adapter(home_with_tiny: Path, cli_proc) -> None:
-    # 9 tokens cannot hold a prompt: the trainer finds nothing to learn and fails
-    result = cli_proc("launch", "--local", "--max-seq-length", "9", "--json")
+def test_training_failure_exits_1_with_the_reason_and_no_adapter(home_with_tiny: Path, cli_proc,
+                                                                 broken_model: Path) -> None:
+    result = cli_proc("launch", "--local", "--model", str(broken_model), "--dataset", str(SAMPLE),
+                      "--max-steps", "2", "--json")
     assert result.code == 1, result.err
-    assert "no example has any assistant token left" in result.err
-    assert "last lines of train.log" in result.err and "Traceback" in result.err  # the pod's log, shown
+    assert "training failed:" in result.err and "safetensors" in result.err.lower()
+    assert "last lines of train.log:\n  |" in result.err and "  | safetensors" in result.err  # the pod's log
     job = result.json_line()
     assert job["status"] == "failed" and job["adapter_dir"] is None
     out = Path(job["output_dir"])
     assert not (out / "adapter").exists() and (out / "logs" / "train.log").is_file()
     assert not (home_with_tiny / "local" / "jobs" / job["job_id"]).exists()
     row = job_row(home_with_tiny, job["job_id"])
-    assert row["status"] == "failed" and row["phase"] == "follow" and "no example" in row["error"]
+    assert row["status"] == "failed" and row["phase"] == "follow" and "training failed" in row["error"]
+
+
+def test_a_prompt_longer_than_max_seq_length_is_refused_with_its_line(home_with_tiny: Path, cli_proc) -> None:
+    result = cli_proc("launch", "--local", "--max-seq-length", "9", "--json")
+    assert result.code == 2, result.err
+    assert f"the trainer refused the job: {SAMPLE}:1: the prompt before the first answer is" in result.err
+    assert "over max_seq_length 9" in result.err
+    assert result.json_line()["adapter_dir"] is None
 
 
 def start_launch(*args: str) -> subprocess.Popen:
@@ -130,7 +139,10 @@ def wait_for_training(home: Path, timeout: float = 120) -> dict:
         if (home / "state.db").exists():
             db = sqlite3.connect(home / "state.db")
             db.row_factory = sqlite3.Row
-            rows = db.execute("SELECT * FROM jobs").fetchall()
+            try:
+                rows = db.execute("SELECT * FROM jobs").fetchall()
+            except sqlite3.OperationalError:  # the launcher is still creating the registry
+                rows = []
             if rows and rows[0]["phase"] == "follow" and (rows[0]["steps"] or 0) > 0:
                 return dict(rows[0])
         time.sleep(0.2)

@@ -11,7 +11,19 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, SAMPLE, chat, write_jsonl
 
-from remote.data import IGNORE, PadCollator, assistant_spans, ensure_chat_template, load_examples, tokenize_all
+from remote.data import (
+    IGNORE,
+    PackedCollator,
+    PadCollator,
+    Sourced,
+    assistant_spans,
+    ensure_chat_template,
+    load_examples,
+    pack,
+    split_eval,
+    tokenize_all,
+)
+from remote.formats import DatasetError
 
 transformers = pytest.importorskip("transformers")
 
@@ -28,7 +40,7 @@ def trained_text(tokenizer, ids: list[int], labels: list[int]) -> str:
 def test_only_assistant_turns_are_trained_on(tokenizer) -> None:
     example = chat(("system", "Be brief."), ("user", "What is 2 plus 2?"), ("assistant", "It is 4."),
                    ("user", "And 3 plus 3?"), ("assistant", "It is 6."))
-    data = tokenize_all(tokenizer, [example], 512, {"messages": 1})
+    data = tokenize_all(tokenizer, [Sourced("t.jsonl", 1, example)], 512, {"messages": 1})
     item = data.items[0]
     text = trained_text(tokenizer, item["input_ids"], item["labels"])
     assert "It is 4." in text and "It is 6." in text
@@ -46,18 +58,22 @@ def test_spans_cover_content_not_the_role_header(tokenizer) -> None:
 
 
 def test_text_examples_train_on_everything(tokenizer) -> None:
-    data = tokenize_all(tokenizer, [{"text": "plain words here"}], 512, {"text": 1})
+    data = tokenize_all(tokenizer, [Sourced("t.jsonl", 1, {"text": "plain words here"})], 512, {"text": 1})
     item = data.items[0]
     assert item["labels"] == item["input_ids"] and item["input_ids"][-1] == tokenizer.eos_token_id
 
 
-def test_truncation_is_counted_and_targetless_examples_dropped(tokenizer) -> None:
+def test_long_answers_are_truncated_and_counted(tokenizer) -> None:
     long_answer = chat(("user", "q"), ("assistant", "word " * 400))
+    data = tokenize_all(tokenizer, [Sourced("t.jsonl", 1, long_answer)], 64, {"messages": 1})
+    assert data.truncated == 1 and len(data.items[0]["input_ids"]) == 64
+
+
+def test_a_prompt_longer_than_max_seq_length_is_an_error_naming_its_line(tokenizer) -> None:
     long_prompt = chat(("user", "word " * 400), ("assistant", "short"))
-    data = tokenize_all(tokenizer, [long_answer, long_prompt], 64, {"messages": 2})
-    assert data.truncated == 2
-    assert data.dropped_no_target == 1  # the prompt filled all 64 tokens: nothing left to learn
-    assert len(data.items) == 1 and len(data.items[0]["input_ids"]) == 64
+    with pytest.raises(DatasetError, match=r"^mine.jsonl:7: the prompt before the first answer is \d+ tokens, "
+                                           r"over max_seq_length 64"):
+        tokenize_all(tokenizer, [Sourced("mine.jsonl", 7, long_prompt)], 64, {"messages": 1})
 
 
 def test_chatml_fallback_when_the_tokenizer_has_no_template(tokenizer) -> None:
@@ -74,6 +90,21 @@ def test_max_samples_is_a_seeded_sample() -> None:
     b, _ = load_examples([str(SAMPLE)], 10, seed=1)
     c, _ = load_examples([str(SAMPLE)], 10, seed=2)
     assert len(a) == 10 and a == b and a != c and formats == {"messages": 320}
+
+
+def test_errors_name_the_users_file_not_the_blob(tmp_path: Path) -> None:
+    blob = write_jsonl(tmp_path / "0a1b2c", [chat(("user", "a"), ("assistant", "b")), "{oops"])
+    with pytest.raises(DatasetError, match=r"^my-chats.jsonl:2: not valid JSON"):
+        load_examples([str(blob)], None, 0, names={str(blob): "my-chats.jsonl"})
+
+
+def test_eval_split_is_seeded_and_disjoint() -> None:
+    examples, _ = load_examples([str(SAMPLE)], None, seed=0)
+    train, held = split_eval(examples, 0.05, seed=3)
+    assert len(held) == 16 and len(train) == 304
+    assert {(e.path, e.line) for e in held}.isdisjoint({(e.path, e.line) for e in train})
+    assert split_eval(examples, 0.05, seed=3)[1] == held
+    assert split_eval(examples[:10], 0.5, seed=3) == (examples[:10], [])  # too few to hold any out
 
 
 def test_collator_pads_and_counts_real_tokens() -> None:
@@ -122,3 +153,114 @@ def test_trainer_reports_a_bad_dataset_line(tmp_path: Path, tiny_model: Path) ->
     code, events = run_trainer(tmp_path, {"job_id": "x", "model": str(tiny_model), "datasets": [str(data)]})
     assert code == 2
     assert events[-1]["message"].startswith(f"{data}:2: not valid JSON")
+
+
+# chat templates shaped like the real ones (written for these tests, not copied) --------------------
+
+LLAMA3_LIKE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+# Qwen3's behaviour: answers after the last user turn get a <think> block (empty when there is no
+# reasoning), earlier answers are rendered without one, so a prefix renders differently from the whole.
+QWEN3_LIKE = (
+    "{%- set ns = namespace(last_query=0) %}"
+    "{%- for m in messages %}{%- if m['role'] == 'user' %}{%- set ns.last_query = loop.index0 %}{%- endif %}"
+    "{%- endfor %}"
+    "{%- for m in messages %}"
+    "{%- if m['role'] == 'assistant' %}"
+    "{%- if loop.index0 > ns.last_query %}"
+    "{{- '<|im_start|>assistant\n<think>\n\n</think>\n\n' + m['content'] + '<|im_end|>\n' }}"
+    "{%- else %}{{- '<|im_start|>assistant\n' + m['content'] + '<|im_end|>\n' }}{%- endif %}"
+    "{%- elif m['role'] == 'tool' %}{{ raise_exception('this template has no tool role') }}"
+    "{%- else %}{{- '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
+
+@pytest.fixture
+def llama3_tokenizer(tiny_model: Path):
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_model)
+    tok.add_special_tokens({"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>",
+                            "additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>"]})
+    tok.chat_template = LLAMA3_LIKE
+    return tok
+
+
+def test_llama3_shaped_template_trains_answers_and_eot_only(llama3_tokenizer) -> None:
+    example = chat(("system", "Be brief."), ("user", "Hi there"), ("assistant", "Hello!"), ("user", "Bye"),
+                   ("assistant", "Goodbye."))
+    item = tokenize_all(llama3_tokenizer, [Sourced("t", 1, example)], 512, {}).items[0]
+    trained = trained_text(llama3_tokenizer, item["input_ids"], item["labels"])
+    assert trained == "Hello!<|eot_id|>Goodbye.<|eot_id|>"
+
+
+def test_qwen3_shaped_template_is_not_prefix_stable_and_still_labels_right(tokenizer) -> None:
+    tok = transformers.AutoTokenizer.from_pretrained(tokenizer.name_or_path)
+    tok.chat_template = QWEN3_LIKE
+    example = chat(("user", "One?"), ("assistant", "First answer."), ("user", "Two?"), ("assistant", "Second."))
+    text, spans = assistant_spans(tok, example["messages"])
+    assert "<|im_start|>assistant\nFirst answer.<|im_end|>" in text  # the earlier answer has no think block
+    assert [text[a:b] for a, b in spans] == ["First answer.<|im_end|>", "<think>\n\n</think>\n\nSecond.<|im_end|>\n"]
+    item = tokenize_all(tok, [Sourced("t", 1, example)], 512, {}).items[0]
+    trained = trained_text(tok, item["input_ids"], item["labels"])
+    assert "First answer.<|im_end|>" in trained and "Second.<|im_end|>" in trained and "One?" not in trained
+
+
+def test_a_role_the_template_cannot_render_names_the_line(tokenizer) -> None:
+    tok = transformers.AutoTokenizer.from_pretrained(tokenizer.name_or_path)
+    tok.chat_template = QWEN3_LIKE
+    example = chat(("user", "weather?"), ("tool", "sunny"), ("assistant", "Sunny."))
+    with pytest.raises(DatasetError, match=r"^w.jsonl:4: the model's chat template cannot render this "
+                                           r"conversation: this template has no tool role"):
+        tokenize_all(tok, [Sourced("w.jsonl", 4, example)], 512, {})
+
+
+# packing -----------------------------------------------------------------------------------------------
+
+
+def test_packing_fills_rows_without_crossing_examples(tokenizer) -> None:
+    examples, _ = load_examples([str(SAMPLE)], None, seed=0)
+    data = tokenize_all(tokenizer, examples, 256, {})
+    bins = pack(data.items, 256)
+    assert sum(len(b) for b in bins) == len(data.items)
+    assert all(sum(len(ex["input_ids"]) for ex in b) <= 256 for b in bins)
+    assert len(bins) < len(data.items) / 3
+    collate = PackedCollator(pad_id=0)
+    batch = collate(bins[:4])
+    assert "attention_mask" not in batch
+    row, positions, labels = batch["input_ids"][0], batch["position_ids"][0].tolist(), batch["labels"][0].tolist()
+    starts = [i for i, p in enumerate(positions) if p == 0]
+    assert len(starts) >= len(bins[0])  # every example restarts at position 0 (padding after the last too)
+    assert all(labels[i] == IGNORE for i in starts)  # no example learns the next one's first token
+    assert row.shape[0] == batch["input_ids"].shape[1]
+    padded = PadCollator(pad_id=0)
+    for i in range(0, len(data.items), 8):
+        padded(data.items[i:i + 8])
+    for i in range(0, len(bins), 2):
+        collate(bins[i:i + 2])
+    waste = lambda c: c.pad_seen / (c.pad_seen + c.tokens_seen)  # noqa: E731
+    assert waste(collate) < 0.1 < waste(padded)
+
+
+def test_a_packed_row_computes_exactly_what_separate_rows_do(tiny_model: Path, tokenizer) -> None:
+    import torch
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model)
+    model.config.use_cache = False
+    examples = [Sourced("t", i, chat(("user", q), ("assistant", a)))
+                for i, (q, a) in enumerate([("What is 2 plus 2?", "4."), ("Name a colour.", "Blue."),
+                                            ("Say hi", "Hi!")])]
+    items = tokenize_all(tokenizer, examples, 256, {}).items
+    with torch.no_grad():
+        packed = PackedCollator(tokenizer.pad_token_id)([items])
+        logits = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"]).logits[0]
+        at = 0
+        for item in items:
+            alone = model(input_ids=torch.tensor([item["input_ids"]])).logits[0]
+            n = len(item["input_ids"])
+            assert torch.allclose(logits[at:at + n], alone, atol=1e-4)
+            at += n
