@@ -183,7 +183,8 @@ def run(cfg: TrainConfig, events: EventWriter) -> dict[str, Any]:
     staging = staging_dir(Path(cfg.output_dir))
     if eval_set is not None:
         eval_loss = float(trainer.evaluate()["eval_loss"])
-        metrics.update(eval_loss=eval_loss, perplexity=_perplexity(eval_loss), eval_examples=len(eval_set))
+        metrics.update(eval_loss=eval_loss, perplexity=_perplexity(eval_loss),
+                       eval_examples=len(eval_data.items) if eval_data else 0)
         events.emit("eval", step=trainer.state.global_step, eval_loss=eval_loss, perplexity=_perplexity(eval_loss))
         loaded.model.eval()
         metrics["samples"] = write_samples(loaded.model, tokenizer, eval_ex, cfg.eval_samples,
