@@ -69,15 +69,23 @@ def version() -> None:
 @click.option("--pod", "reuse_pod", metavar="POD_ID", help="Run on a pod an earlier job kept (--keep-pod).")
 @click.option("--watchdog", metavar="DURATION",
               help="Let the pod end itself when the finished job goes unfollowed this long (e.g. 30m).")
+@click.option("--gguf", "export_gguf", is_flag=True, help="Also make a llama.cpp GGUF adapter at the end.")
+@click.option("--modelfile", "export_modelfile", is_flag=True, help="Also make an Ollama Modelfile (and GGUF).")
+@click.option("--merged", "export_merged", is_flag=True, help="Also make the merged 16-bit model (large).")
 @click.option("--force", is_flag=True, help="Launch even on a GPU the estimate says is too small.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before renting.")
 @click.option("--json", "as_json", is_flag=True, help="Last line of stdout: the job as one JSON object.")
 def launch(local: bool, backend: str | None, template: str | None, output: str | None, datasets: tuple[str, ...],
-           detach: bool, keep_pod: bool, force: bool, yes: bool, as_json: bool, **flags: Any) -> None:
+           detach: bool, keep_pod: bool, force: bool, yes: bool, as_json: bool, export_gguf: bool,
+           export_modelfile: bool, export_merged: bool, **flags: Any) -> None:
     """Validate, estimate, provision, upload, train, download the adapter, tear down."""
     values = job_values(local, backend, datasets, flags, default_cloud=False)
     if output:
         values["output_dir"] = output
+    exports = [name for name, on in (("gguf", export_gguf), ("modelfile", export_modelfile),
+                                     ("merged", export_merged)) if on]
+    if exports:
+        values["exports"] = exports
     _run_job(values, template, detach=detach, keep_pod=keep_pod, force=force, yes=yes, as_json=as_json)
 
 
@@ -389,14 +397,15 @@ def init_tiny_model(directory: str) -> None:
         raise TrainingError("building the tiny model failed (is rtrain[train] installed?)")
 
 
-def _register_cost_commands() -> None:
+def _register_commands() -> None:
     from launcher.cli_cost import cost, gpus
+    from launcher.cli_export import export_cmd, merge_adapters_cmd
 
-    cli.add_command(gpus)
-    cli.add_command(cost)
+    for command in (gpus, cost, export_cmd, merge_adapters_cmd):
+        cli.add_command(command)
 
 
-_register_cost_commands()
+_register_commands()
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:

@@ -129,6 +129,7 @@ class JobSpec(BaseModel):
     save_steps: int | None = Field(None, gt=0)
     save_total_limit: int = Field(2, gt=0)
     from_adapter: str | None = None
+    exports: list[Literal["gguf", "modelfile", "merged"]] = Field(default_factory=list)
     #: run on this existing pod (one a job of this machine kept) instead of creating one
     reuse_pod: str | None = None
     #: seconds after which the pod's watchdog ends a finished job nobody follows (None: off)

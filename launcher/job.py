@@ -213,6 +213,7 @@ class Lifecycle:
     def trainer_config(self, datasets: list[str], eval_datasets: list[str], blobs: str) -> dict[str, Any]:
         job = {k: v for k, v in self.spec.model_dump(mode="json").items() if k not in LAUNCHER_ONLY}
         job.update(job_id=self.id, datasets=datasets, eval_datasets=eval_datasets, output_dir=OUTPUT,
+                   model_name=self.spec.model,
                    dataset_names=dict(zip(datasets + eval_datasets, self.spec.datasets + self.spec.eval_datasets,
                                           strict=True)))
         if self.spec.from_adapter:

@@ -55,6 +55,10 @@ class TrainConfig:
     from_adapter: str | None = None
     #: the user's name of each dataset file (datasets arrive as content-addressed blobs)
     dataset_names: dict[str, str] = field(default_factory=dict)
+    #: the base model's name for people (``model`` may be a folder rebuilt on a pod)
+    model_name: str | None = None
+    #: serving files to make at the end: any of "gguf", "modelfile", "merged"
+    exports: list[str] = field(default_factory=list)
     version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

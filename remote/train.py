@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from remote.events import EventWriter
+from remote.export import Refused
 from remote.formats import DatasetError
 from remote.jobconfig import ConfigError, TrainConfig, load_config
 
@@ -191,6 +192,12 @@ def run(cfg: TrainConfig, events: EventWriter) -> dict[str, Any]:
                                            staging / "samples.jsonl")
     loaded.model.save_pretrained(staging / "adapter")
     tokenizer.save_pretrained(staging / "adapter")
+    if cfg.exports:
+        from remote.export import export
+
+        metrics["exports"] = export(staging / "adapter", staging / "export", base=cfg.model, metrics=metrics,
+                                    base_label=cfg.model_name, gguf="gguf" in cfg.exports,
+                                    ollama="modelfile" in cfg.exports, merged="merged" in cfg.exports)
     write_json(staging / "metrics.json", metrics)
     manifest = publish(staging, Path(cfg.output_dir))
     return {"steps": metrics["steps"], "final_loss": metrics["final_loss"], "first_loss": metrics["first_loss"],
@@ -214,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         os.chdir(Path(args.config).resolve().parent)
         summary = run(cfg, events)
-    except (ConfigError, DatasetError) as exc:
+    except (ConfigError, DatasetError, Refused) as exc:
         events.emit("error", kind="config", message=str(exc))
         return 2
     except KeyboardInterrupt:

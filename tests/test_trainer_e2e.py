@@ -108,3 +108,15 @@ def test_from_adapter_continues_an_adapter(home_with_tiny: Path, cli_proc) -> No
     assert metrics["first_loss"] < first_metrics["first_loss"] - 0.2
     bad = cli_proc("launch", "--local", "--from-adapter", str(SAMPLE.parent))
     assert bad.code == 2 and "not a PEFT adapter folder" in bad.err
+
+
+def test_exports_at_the_end_of_training_are_verified_outputs(home_with_tiny: Path, cli_proc) -> None:
+    from launcher.transfer import verify_manifest
+
+    result = cli_proc("launch", "--local", "--max-steps", "3", "--gguf", "--modelfile", "--json")
+    assert result.code == 0, result.err
+    out = Path(result.json_line()["output_dir"])
+    files = verify_manifest(out)
+    assert {"export/adapter.gguf", "export/Modelfile", "export/model_info.json"} <= set(files)
+    info = json.loads((out / "export" / "model_info.json").read_text())
+    assert info["base_model"] == "rtrain-tiny" and info["training"]["steps"] == 3
