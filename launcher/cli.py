@@ -72,14 +72,17 @@ def version() -> None:
 @click.option("--gguf", "export_gguf", is_flag=True, help="Also make a llama.cpp GGUF adapter at the end.")
 @click.option("--modelfile", "export_modelfile", is_flag=True, help="Also make an Ollama Modelfile (and GGUF).")
 @click.option("--merged", "export_merged", is_flag=True, help="Also make the merged 16-bit model (large).")
+@click.option("--s3", metavar="s3://BUCKET/PREFIX", help="Push the outputs to S3 at the end (PREFIX/<job-id>/).")
 @click.option("--force", is_flag=True, help="Launch even on a GPU the estimate says is too small.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before renting.")
 @click.option("--json", "as_json", is_flag=True, help="Last line of stdout: the job as one JSON object.")
 def launch(local: bool, backend: str | None, template: str | None, output: str | None, datasets: tuple[str, ...],
            detach: bool, keep_pod: bool, force: bool, yes: bool, as_json: bool, export_gguf: bool,
-           export_modelfile: bool, export_merged: bool, **flags: Any) -> None:
+           export_modelfile: bool, export_merged: bool, s3: str | None, **flags: Any) -> None:
     """Validate, estimate, provision, upload, train, download the adapter, tear down."""
     values = job_values(local, backend, datasets, flags, default_cloud=False)
+    if s3:
+        values["s3"] = s3
     if output:
         values["output_dir"] = output
     exports = [name for name, on in (("gguf", export_gguf), ("modelfile", export_modelfile),

@@ -89,6 +89,7 @@ FLAG_OF = {
     "save_steps": "--save-steps",
     "save_total_limit": "--save-total-limit",
     "from_adapter": "--from-adapter",
+    "s3": "--s3",
 }
 
 
@@ -130,6 +131,8 @@ class JobSpec(BaseModel):
     save_total_limit: int = Field(2, gt=0)
     from_adapter: str | None = None
     exports: list[Literal["gguf", "modelfile", "merged"]] = Field(default_factory=list)
+    #: push the verified outputs to s3://bucket/prefix/<job-id>/ at the end
+    s3: str | None = Field(None, pattern=r"^s3://[^/]+(/.*)?$")
     #: run on this existing pod (one a job of this machine kept) instead of creating one
     reuse_pod: str | None = None
     #: seconds after which the pod's watchdog ends a finished job nobody follows (None: off)

@@ -23,10 +23,13 @@ class DatasetSummary:
     multi_turn: int
     approx_tokens: int
     size_bytes: int
+    source: str = ""
 
     def describe(self) -> str:
+        if self.format.startswith("s3"):
+            return f"{self.source}: {self.size_bytes / 1e6:.1f} MB in S3, read and checked line by line on the machine"
         extra = ""
-        if self.format == "messages":
+        if self.conversations_with_system or self.multi_turn:
             extra = f", {self.conversations_with_system} with a system prompt, {self.multi_turn} multi-turn"
         return (
             f"{self.path.name}: {self.examples} examples ({self.format}{extra}), "
@@ -55,10 +58,11 @@ def validate_dataset(path: str | Path) -> DatasetSummary:
     n = with_system = multi = chars = 0
     fmt = ""
     try:
-        for _line, fmt, example in read_examples(p):
+        for _line, line_fmt, example in read_examples(p):
+            fmt = line_fmt  # one format per file: the last is the file's
             n += 1
             chars += len(example_text(example))
-            if fmt == "messages":
+            if "messages" in example:
                 roles = [m["role"] for m in example["messages"]]
                 with_system += roles[0] == "system"
                 multi += roles.count("assistant") > 1
@@ -76,4 +80,18 @@ def validate_dataset(path: str | Path) -> DatasetSummary:
 
 
 def validate_datasets(paths: list[str]) -> DatasetsSummary:
-    return DatasetsSummary([validate_dataset(p) for p in paths])
+    """Every local file line by line; an s3:// one only as far as it exists (the trainer reads it on
+    the machine, with the same rules, and names its lines by the URL)."""
+    from launcher.s3 import check_object, is_s3
+
+    summaries = []
+    for p in paths:
+        if is_s3(p):
+            size = check_object(p)
+            summaries.append(DatasetSummary(path=Path(p.rsplit("/", 1)[-1]), format="s3", examples=0,
+                                            conversations_with_system=0, multi_turn=0,
+                                            approx_tokens=int(size / CHARS_PER_TOKEN / 1.6), size_bytes=size,
+                                            source=p))
+        else:
+            summaries.append(validate_dataset(p))
+    return DatasetsSummary(summaries)

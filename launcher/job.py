@@ -28,6 +28,7 @@ from launcher.executor.base import Executor
 from launcher.keys import JobKeys, create_job_keys, delete_job_keys, load_job_keys
 from launcher.plan import Plan
 from launcher.remote_trainer import EVENTS, JOB_JSON, LOG, OUTPUT, SECRETS, RemoteTrainer
+from launcher.s3 import aws_env, is_s3
 from launcher.state import JobRecord, Registry
 from launcher.transfer import discard, fetch_tree, publish_dir, staging_for, verify_manifest
 from launcher.ui import Reporter
@@ -39,7 +40,7 @@ q = shlex.quote
 KILLED = 137
 
 #: Trainer spec keys that stay on the launcher's side.
-LAUNCHER_ONLY = {"backend", "gpu", "gpu_count", "template", "name", "output_dir", "watchdog_s", "reuse_pod"}
+LAUNCHER_ONLY = {"backend", "gpu", "gpu_count", "template", "name", "output_dir", "watchdog_s", "reuse_pod", "s3"}
 
 
 def create_job(plan: Plan, registry: Registry) -> JobRecord:
@@ -109,7 +110,7 @@ class Lifecycle:
         return self.registry.get(self.id)
 
     def all_steps(self) -> list[Any]:
-        return [self.provision, self.wait_ssh, self.upload, self.start, self.follow, self.download]
+        return [self.provision, self.wait_ssh, self.upload, self.start, self.follow, self.download, self.push]
 
     def resume_steps(self) -> list[Any]:
         """What is left of a job whose launcher died, from the phase the registry recorded."""
@@ -129,11 +130,13 @@ class Lifecycle:
         self.ui.price_per_hr = self.pod.price_per_hr
         if phase == "teardown":
             return []
+        if phase == "push":
+            return [self.push]
         if phase == "download":
-            return [self.wait_ssh, self.download]
+            return [self.wait_ssh, self.download, self.push]
         if phase == "follow":
-            return [self.wait_ssh, self.follow, self.download]
-        return [self.wait_ssh, self.upload, self.start, self.follow, self.download]
+            return [self.wait_ssh, self.follow, self.download, self.push]
+        return [self.wait_ssh, self.upload, self.start, self.follow, self.download, self.push]
 
     # the steps --------------------------------------------------------------------------------
 
@@ -195,19 +198,25 @@ class Lifecycle:
         if not mk.ok:
             raise ProviderError(f"cannot create {self.jobdir} on the machine: {mk.stderr.strip()}")
         data = [*self.spec.datasets, *self.spec.eval_datasets]
+        local = [p for p in data if not is_s3(p)]  # s3:// datasets are fetched by the trainer itself
         with tempfile.TemporaryDirectory() as tmp:
-            files = [(Path(p), Path(p).name) for p in data]
+            files = [(Path(p), Path(p).name) for p in local]
             files.append((build_code_zip(Path(tmp) / "remote.zip"), "trainer code"))
             *uploaded, code = upload_files(self.ex, self.registry, self.ui, self.id, files, blobs)
         self.code_path = code.path
-        remote = [u.path for u in uploaded]
+        on_machine = dict(zip(local, (u.path for u in uploaded), strict=True))
+        remote = [on_machine.get(p, p) for p in data]
         n = len(self.spec.datasets)
         job = self.trainer_config(remote[:n], remote[n:], blobs)
         write_remote_file(self.ex, f"{self.jobdir}/{JOB_JSON}", json.dumps(job, indent=2).encode())
-        token = self.settings.hf_token.get_secret_value() if self.settings.hf_token else ""
-        if token and not self.backend.shares_filesystem:  # a local trainer inherits it from this environment
-            write_remote_file(self.ex, f"{self.jobdir}/{SECRETS}", f"export HF_TOKEN={q(token)}\n".encode(),
-                              private=True)
+        secrets = {}
+        if self.settings.hf_token and self.settings.hf_token.get_secret_value():
+            secrets["HF_TOKEN"] = self.settings.hf_token.get_secret_value()
+        if any(is_s3(p) for p in data):
+            secrets.update(aws_env())
+        if secrets and not self.backend.shares_filesystem:  # a local trainer inherits this environment
+            lines = "".join(f"export {k}={q(v)}\n" for k, v in secrets.items())
+            write_remote_file(self.ex, f"{self.jobdir}/{SECRETS}", lines.encode(), private=True)
         self.registry.update(self.id, workdir=self.jobdir)
 
     def trainer_config(self, datasets: list[str], eval_datasets: list[str], blobs: str) -> dict[str, Any]:
@@ -349,6 +358,20 @@ class Lifecycle:
         adapter = final / "adapter"
         self.registry.update(self.id, adapter_dir=str(adapter) if adapter.is_dir() else None)
         self.ui.info(f"  {len(files)} files verified against manifest.json")
+
+    def push(self) -> None:
+        """With --s3: the verified outputs to s3://bucket/prefix/<job-id>/."""
+        if not self.spec.s3:
+            return
+        from launcher.s3 import push_folder
+
+        url = f"{self.spec.s3.rstrip('/')}/{self.id}"
+        self._phase("push", f"pushing the outputs to {url}")
+        final = Path(self.rec.output_dir or "")
+        manifest = json.loads((final / "manifest.json").read_text())["files"]
+        keys = push_folder(final, url, manifest)
+        self.ui.info(f"  {len(keys)} files in {url}, sizes and sha256 checked")
+        self.registry.add_event(self.id, "push", f"{len(keys)} files pushed to {url}", {"url": url})
 
     def save_logs(self) -> None:
         """After a failure, keep the trainer's logs (never a partial adapter) for `rtrain logs`."""

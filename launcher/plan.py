@@ -18,6 +18,7 @@ from launcher.config import TINY_MODEL, JobSpec, Settings, spec_from
 from launcher.dataset import DatasetsSummary, validate_datasets
 from launcher.errors import UsageError
 from launcher.paths import sample_dataset
+from launcher.s3 import is_s3
 from launcher.templates import DEFAULT_TEMPLATE, load_template
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -155,10 +156,10 @@ def validate(flags: dict[str, Any], template: str | None, settings: Settings, *,
         notes.append(f"--gpu {','.join(spec.gpu)} is ignored by the local backend (it uses this machine)")
     check_backend(spec, settings, to_launch=to_launch)
     datasets = validate_datasets(spec.datasets)
-    spec.datasets = [str(Path(p).resolve()) for p in spec.datasets]
+    spec.datasets = [p if is_s3(p) else str(Path(p).resolve()) for p in spec.datasets]
     if spec.eval_datasets:
         validate_datasets(spec.eval_datasets)
-        spec.eval_datasets = [str(Path(p).resolve()) for p in spec.eval_datasets]
+        spec.eval_datasets = [p if is_s3(p) else str(Path(p).resolve()) for p in spec.eval_datasets]
     if spec.from_adapter:
         spec.from_adapter = check_adapter(spec.from_adapter)
     job_id = new_job_id()

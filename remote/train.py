@@ -120,6 +120,23 @@ def write_samples(model: Any, tokenizer: Any, eval_examples: list[Any], count: i
     return len(rows)
 
 
+def fetch_s3_datasets(cfg: TrainConfig) -> None:
+    """Replace s3:// datasets by local copies (errors keep naming the URL)."""
+    if not any(p.startswith("s3://") for p in cfg.datasets + cfg.eval_datasets):
+        return
+    from remote.s3 import fetch
+
+    def local(url: str) -> str:
+        if not url.startswith("s3://"):
+            return url
+        path = str(fetch(url, Path("s3")))
+        cfg.dataset_names[path] = cfg.dataset_names.get(url, url)
+        return path
+
+    cfg.datasets = [local(p) for p in cfg.datasets]
+    cfg.eval_datasets = [local(p) for p in cfg.eval_datasets]
+
+
 def run(cfg: TrainConfig, events: EventWriter) -> dict[str, Any]:
     from transformers import Trainer, set_seed
 
@@ -136,6 +153,7 @@ def run(cfg: TrainConfig, events: EventWriter) -> dict[str, Any]:
     from remote.outputs import publish, staging_dir, write_json
 
     set_seed(cfg.seed)
+    fetch_s3_datasets(cfg)
     # Data first, with the tokenizer only: a bad line fails in seconds, not after the weights load.
     examples, formats = load_examples(cfg.datasets, cfg.max_samples, cfg.seed, cfg.dataset_names)
     if cfg.eval_datasets:

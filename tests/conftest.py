@@ -65,6 +65,42 @@ def broken_model(tiny_model: Path, tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch):
+    """A real S3 endpoint on loopback (moto_server), with boto3 pointed at it through the environment,
+    as a user's AWS_ENDPOINT_URL would. Yields a boto3 client; the bucket "rtrain" exists."""
+    import socket
+    import time
+
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for key, value in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        client = boto3.client("s3")
+        client.create_bucket(Bucket="rtrain")
+        yield client
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 @dataclass
 class CliResult:
     code: int

@@ -343,3 +343,16 @@ def test_show_puts_the_billed_cost_beside_the_estimate(runpod: FakeRunPod, cli_p
     shown = cli_proc("show", last_json(proc)["job_id"])
     line = next(x for x in shown.out.splitlines() if x.strip().startswith("cost:"))
     assert "billed $" in line and "estimate on h100:" in line
+
+
+def test_an_s3_dataset_is_fetched_on_the_pod_not_through_the_laptop(runpod: FakeRunPod, home_with_tiny, s3,
+                                                                     monkeypatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3-SECRET-value-42")
+    s3.upload_file(str(SAMPLE), "rtrain", "data/chats.jsonl")
+    proc = launch("--gpu", "h100", "--template", "tiny-cpu", "--dataset", "s3://rtrain/data/chats.jsonl", "--yes",
+                  "--max-steps", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    job = last_json(proc)
+    uploads = [e["message"] for e in events(home_with_tiny, job["job_id"], "upload")]
+    assert not any("chats.jsonl" in u for u in uploads)  # never sent from here
+    assert "s3-SECRET-value-42" not in proc.stdout + proc.stderr
