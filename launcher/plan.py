@@ -7,6 +7,7 @@ dataset line and the output folder, and returns a ``Plan`` the lifecycle runs. A
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
@@ -124,6 +125,24 @@ def check_model(model: str) -> str:
     return "hub"
 
 
+def check_exports(spec: JobSpec) -> None:
+    """Exports that cannot work are refused now, not after the training they would follow."""
+    wants_gguf = bool({"gguf", "modelfile"} & set(spec.exports))
+    targets = spec.target_modules if isinstance(spec.target_modules, list) else []
+    carried = [t for t in targets if t in ("embed_tokens", "lm_head")]
+    if wants_gguf and carried:
+        raise UsageError(f"--gguf/--modelfile: the adapter would carry {', '.join(carried)} weights, which a "
+                         "llama.cpp LoRA adapter cannot hold (use --merged, or leave them out of target_modules)")
+    if "merged" in spec.exports:
+        config = Path(spec.model) / "config.json"
+        quantized = "bnb-4bit" in spec.model.lower() or (
+            config.is_file() and "quantization_config" in json.loads(config.read_text()))
+        if quantized:
+            raise UsageError(f"--merged: {spec.model} is a 4-bit checkpoint; merging rounds the adapter into 4-bit "
+                             "weights and loses what it learned (train on the 16-bit base, or export later with "
+                             "`rtrain export --merged --base <16-bit model>`)")
+
+
 def check_adapter(path: str) -> str:
     folder = Path(path).expanduser()
     if not (folder / "adapter_config.json").is_file():
@@ -162,6 +181,7 @@ def validate(flags: dict[str, Any], template: str | None, settings: Settings, *,
         spec.eval_datasets = [p if is_s3(p) else str(Path(p).resolve()) for p in spec.eval_datasets]
     if spec.from_adapter:
         spec.from_adapter = check_adapter(spec.from_adapter)
+    check_exports(spec)
     job_id = new_job_id()
     output_dir = check_output(spec.output_dir, settings.runs_dir, job_id) if to_launch else Path(".")
     return Plan(job_id=job_id, spec=spec, datasets=datasets, output_dir=output_dir, model_kind=model_kind,

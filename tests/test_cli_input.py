@@ -126,6 +126,12 @@ def test_remote_backend_needs_a_dataset(cli, home: Path) -> None:
     assert_usage_error(cli("launch", "--backend", "runpod", "--model", "org/model"), home, "--dataset is required")
 
 
+def test_exports_that_cannot_work_are_refused_before_training(cli, home: Path, tmp_path: Path) -> None:
+    result = cli("launch", "--local", "--model", "unsloth/Qwen3-8B-bnb-4bit", "--dataset", good_dataset(tmp_path),
+                 "--merged")
+    assert_usage_error(result, home, "--merged: unsloth/Qwen3-8B-bnb-4bit is a 4-bit checkpoint")
+
+
 def test_local_and_backend_disagree(cli, home: Path, tmp_path: Path) -> None:
     result = cli("launch", "--local", "--backend", "lambda", "--dataset", good_dataset(tmp_path))
     assert_usage_error(result, home, "--local and --backend lambda")

@@ -73,3 +73,12 @@ def test_template_with_a_bad_value_names_the_template_key(cli, home: Path, monke
     result = cli("launch", "--local", "--template", "broken")
     assert result.code == 2
     assert result.err.strip() == "error: broken.yaml: lora_rank: input should be greater than 0 (got 0)"
+
+
+def test_a_gguf_export_of_an_adapter_with_embeddings_is_refused_up_front() -> None:
+    from launcher.plan import check_exports
+
+    spec = JobSpec(model="m", datasets=["d"], target_modules=["q_proj", "embed_tokens"], exports=["gguf"])
+    with pytest.raises(UsageError, match="would carry embed_tokens weights"):
+        check_exports(spec)
+    check_exports(spec.model_copy(update={"exports": ["merged"]}))  # a merged model can hold them
