@@ -274,9 +274,9 @@ class Lifecycle:
             if consumed:
                 self.registry.update(self.id, events_offset=stream.offset, steps=self.last_event.get("steps_done"))
                 delay = 0.1
-            elif status.exit_code is not None and not (status.exit_code == KILLED and self._restart(restarts)):
-                break  # finished, and every complete line is read (a torn last line is dropped)
-            elif status.exit_code == KILLED:
+            elif status.exit_code is not None:  # ended, and every complete line is read (a torn one is dropped)
+                if status.exit_code != KILLED or not self._restart(restarts):
+                    break
                 restarts += 1
                 continue
             dead_seen = dead_seen + 1 if status.state == "DEAD" else 0

@@ -144,6 +144,39 @@ def cli_proc() -> Iterator:
     yield run
 
 
+def wait_for_training(home: Path, timeout: float = 120) -> dict:
+    """The newest job's registry row once it is training (phase follow, a step done)."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (home / "state.db").exists():
+            db = sqlite3.connect(home / "state.db")
+            db.row_factory = sqlite3.Row
+            try:
+                row = db.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT 1").fetchone()
+            except sqlite3.OperationalError:  # the launcher is still creating the registry
+                row = None
+            if row and row["phase"] == "follow" and (row["steps"] or 0) > 0:
+                return dict(row)
+        time.sleep(0.2)
+    raise AssertionError("the job never reached training")
+
+
+def processes() -> Iterator[tuple[int, int, bytes]]:
+    """(pid, parent pid, command line) of every process, from /proc."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        yield int(proc.name), int(stat.rsplit(")", 1)[1].split()[1]), cmdline
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
     return path

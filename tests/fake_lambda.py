@@ -3,11 +3,12 @@ PROVIDERS.md gives: ``{"data": ...}`` on success, ``{"error": {"code", "message"
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from http_json import send_json
 
 
 def instance_type(name: str, gpus: int, cents: int, description: str) -> dict[str, Any]:
@@ -41,12 +42,7 @@ class FakeLambda:
                 else:
                     status, body = 404, {"error": {"code": "global/object-does-not-exist",
                                                    "message": "Not found"}}
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body)
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from graphql import GraphQLError, build_schema, graphql_sync, parse, validate
+from http_json import send_json
 from pods import FakePod, free_port
 
 SDL = """
@@ -139,14 +140,7 @@ class FakeRunPod:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, headers, payload = fake.handle(self.headers.get("Authorization"), body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                for k, v in {"Content-Type": "application/json", **headers}.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, *fake.handle(self.headers.get("Authorization"), body))
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -170,35 +164,35 @@ class FakeRunPod:
 
     # one request --------------------------------------------------------------------------------
 
-    def handle(self, auth: str | None, body: bytes) -> tuple[int, dict[str, str], Any]:
+    def handle(self, auth: str | None, body: bytes) -> tuple[int, Any, dict[str, str]]:
         try:
             request = json.loads(body)
             query, variables = request["query"], request.get("variables") or {}
         except (ValueError, KeyError, TypeError):
-            return 400, {}, {"errors": [{"message": "Must provide query string."}]}
+            return 400, {"errors": [{"message": "Must provide query string."}]}, {}
         operation = "mutation" if query.lstrip().startswith("mutation") else "query"
         self.calls.append({"query": query, "variables": variables, "auth": auth})
         for fault in self.faults:
             if fault.get("times", 1) > 0 and fault.get("on", "any") in ("any", operation) and (
                     fault.get("field") is None or fault["field"] in query):
                 fault["times"] = fault.get("times", 1) - 1
-                return fault["status"], fault.get("headers", {}), fault.get("body", {"errors": [{"message": "x"}]})
+                return fault["status"], fault.get("body", {"errors": [{"message": "x"}]}), fault.get("headers", {})
         if auth != f"Bearer {self.api_key}":
-            return 401, {}, {"errors": [{"message": "Unauthorized"}]}
+            return 401, {"errors": [{"message": "Unauthorized"}]}, {}
         try:
             document = parse(query)
         except GraphQLError as exc:
-            return 400, {}, {"errors": [{"message": exc.message}]}
+            return 400, {"errors": [{"message": exc.message}]}, {}
         problems = validate(SCHEMA, document)
         if problems:
-            return 400, {}, {"errors": [{"message": p.message} for p in problems]}
+            return 400, {"errors": [{"message": p.message} for p in problems]}, {}
         result = graphql_sync(SCHEMA, query, root_value=self, variable_values=variables)
         if result.data is None and result.errors:  # variables of the wrong type: the real API says 400
-            return 400, {}, {"errors": [{"message": e.message} for e in result.errors]}
+            return 400, {"errors": [{"message": e.message} for e in result.errors]}, {}
         payload: dict[str, Any] = {"data": result.data}
         if result.errors:
             payload["errors"] = [{"message": e.message, "path": e.path} for e in result.errors]
-        return 200, {}, payload
+        return 200, payload, {}
 
     # resolvers (graphql-core calls root attributes with info and the arguments) ----------------
 

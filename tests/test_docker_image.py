@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from http_json import send_json
 
 DOCKER = ROOT / "docker"
 
@@ -102,12 +103,7 @@ class GraphQLRecorder(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         GraphQLRecorder.calls.append({"auth": self.headers.get("Authorization"), "body": body})
-        payload = json.dumps({"data": {"podTerminate": None}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, 200, {"data": {"podTerminate": None}})
 
     def log_message(self, *args) -> None:
         pass

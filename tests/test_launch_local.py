@@ -8,11 +8,10 @@ import os
 import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLE, rtrain_cmd
+from conftest import ROOT, SAMPLE, rtrain_cmd, wait_for_training
 
 from launcher.transfer import verify_manifest
 
@@ -131,22 +130,6 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-def wait_for_training(home: Path, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (home / "state.db").exists():
-            db = sqlite3.connect(home / "state.db")
-            db.row_factory = sqlite3.Row
-            try:
-                rows = db.execute("SELECT * FROM jobs").fetchall()
-            except sqlite3.OperationalError:  # the launcher is still creating the registry
-                rows = []
-            if rows and rows[0]["phase"] == "follow" and (rows[0]["steps"] or 0) > 0:
-                return dict(rows[0])
-        time.sleep(0.2)
-    raise AssertionError("the job never reached training")
 
 
 def alive(pid: int) -> bool:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLE, rtrain_cmd
+from conftest import ROOT, SAMPLE, processes, rtrain_cmd, wait_for_training
 from fake_runpod import FakeRunPod
 from pods import can_run_pods
 
@@ -107,22 +107,6 @@ def start_launch(*args: str) -> subprocess.Popen:
     return subprocess.Popen(rtrain_cmd("launch", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)),
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-
-
-def wait_for_steps(home: Path, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (home / "state.db").exists():
-            db = sqlite3.connect(home / "state.db")
-            db.row_factory = sqlite3.Row
-            try:
-                row = db.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT 1").fetchone()
-            except sqlite3.OperationalError:  # the launcher is still creating the registry
-                row = None
-            if row and row["phase"] == "follow" and (row["steps"] or 0) > 0:
-                return dict(row)
-        time.sleep(0.2)
-    raise AssertionError("the job never reached training")
 
 
 def test_keep_pod_then_a_second_job_on_it_uploads_nothing_again(runpod: FakeRunPod, home_with_tiny: Path,
@@ -249,7 +233,7 @@ def test_a_tar_member_escaping_the_folder_is_refused(runpod: FakeRunPod, tmp_pat
 def test_ctrl_c_during_training_terminates_the_pod(runpod: FakeRunPod, home_with_tiny: Path) -> None:
     proc = start_launch(*JOB, "--max-steps", "100000")
     try:
-        wait_for_steps(home_with_tiny)
+        wait_for_training(home_with_tiny)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -261,23 +245,14 @@ def test_ctrl_c_during_training_terminates_the_pod(runpod: FakeRunPod, home_with
 
 def pod_session_pids(pod) -> list[int]:
     """The per-connection sshd processes of a fake pod (what a network drop kills)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                environ_ok = pod.machine is not None and pod.machine.alive()
-            except OSError:
-                continue
-            if cmdline.startswith("sshd: root") and environ_ok:
-                pids.append(int(proc.name))
-    return pids
+    up = pod.machine is not None and pod.machine.alive()
+    return [pid for pid, _parent, cmdline in processes() if up and cmdline.startswith(b"sshd: root")]
 
 
 def test_a_dropped_connection_during_training_is_survived(runpod: FakeRunPod, home_with_tiny: Path) -> None:
     proc = start_launch(*JOB, "--max-steps", "150", "--batch-size", "4")
     try:
-        row = wait_for_steps(home_with_tiny)
+        row = wait_for_training(home_with_tiny)
         pod = runpod.ledger[row["pod_id"]]
         killed = pod_session_pids(pod)
         assert killed

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLE, rtrain_cmd
+from conftest import ROOT, SAMPLE, processes, rtrain_cmd
 
 pytest.importorskip("peft")
 
@@ -50,16 +50,8 @@ def test_an_eval_dataset_replaces_the_held_out_share(home_with_tiny: Path, cli_p
 
 def trainer_python_pid(session_pid: int) -> int | None:
     """The python child of the trainer's session leader (bash)."""
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stat = (proc / "stat").read_text()
-                cmd = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == session_pid and b"remote.train" in cmd:
-                return int(proc.name)
-    return None
+    return next((pid for pid, parent, cmdline in processes() if parent == session_pid and b"remote.train" in cmdline),
+                None)
 
 
 def test_a_killed_trainer_restarts_from_its_checkpoint(home_with_tiny: Path) -> None:
