@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import threading
 import time
@@ -82,7 +83,8 @@ GPU_TYPES = [
     {"id": "NVIDIA GeForce RTX 4090", "displayName": "RTX 4090", "memoryInGb": 24, "securePrice": 0.69,
      "communityPrice": 0.34, "secureSpotPrice": 0.29, "communitySpotPrice": 0.2, "maxGpuCount": 8},
 ]
-_addresses = count(2)
+#: pod addresses; each test process (pytest-xdist worker) starts elsewhere in 127.0.3.0/24
+_addresses = count(2 + (os.getpid() % 40) * 6)
 
 
 @dataclass

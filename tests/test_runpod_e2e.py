@@ -53,7 +53,8 @@ def events(home: Path, job_id: str, kind: str | None = None) -> list[dict]:
             if kind is None or k == kind]
 
 
-def test_full_run_trains_over_ssh_and_terminates_the_pod(runpod: FakeRunPod, home_with_tiny: Path) -> None:
+def test_full_run_trains_over_ssh_and_terminates_the_pod(runpod: FakeRunPod, home_with_tiny: Path,
+                                                         cli_proc) -> None:
     proc = launch(*JOB, "--max-steps", "8", "--json")
     assert proc.returncode == 0, proc.stderr
     job = last_json(proc)
@@ -88,6 +89,10 @@ def test_full_run_trains_over_ssh_and_terminates_the_pod(runpod: FakeRunPod, hom
     assert KEY not in proc.stdout + proc.stderr and KEY.encode() not in db
     # the job's SSH keys are gone with the pod
     assert not (home_with_tiny / "keys" / job["job_id"]).exists()
+    # show puts the billed cost beside the estimate made before launch
+    shown = cli_proc("show", job["job_id"])
+    line = next(x for x in shown.out.splitlines() if x.strip().startswith("cost:"))
+    assert "billed $" in line and "estimate on h100:" in line
 
 
 def fault_bin(tmp_path: Path, name: str, script: str) -> dict[str, str]:
@@ -310,14 +315,6 @@ def test_launch_shows_the_estimate_and_asks_before_renting(runpod: FakeRunPod, c
     assert too_big.returncode == 2
     assert "--gpu rtx4090: the job needs about" in too_big.stderr and "has 24 GB" in too_big.stderr
     assert len(runpod.calls) == calls  # refused before any API call, prices included
-
-
-def test_show_puts_the_billed_cost_beside_the_estimate(runpod: FakeRunPod, cli_proc) -> None:
-    proc = launch(*JOB, "--max-steps", "2", "--json")
-    assert proc.returncode == 0, proc.stderr
-    shown = cli_proc("show", last_json(proc)["job_id"])
-    line = next(x for x in shown.out.splitlines() if x.strip().startswith("cost:"))
-    assert "billed $" in line and "estimate on h100:" in line
 
 
 def test_an_s3_dataset_is_fetched_on_the_pod_not_through_the_laptop(runpod: FakeRunPod, home_with_tiny, s3,

@@ -61,7 +61,7 @@ class SSHExecutor:
         self.connect_timeout = connect_timeout
         self.reconnect_for_s = reconnect_for_s
         self._client: paramiko.SSHClient | None = None
-        self.reconnects = 0
+        self.connections = 0
 
     # connection ---------------------------------------------------------------------------------
 
@@ -101,7 +101,14 @@ class SSHExecutor:
         assert transport is not None
         transport.set_keepalive(15)
         self._client = client
+        self.connections += 1
         return client
+
+    @property
+    def reconnects(self) -> int:
+        """How often the connection had to be opened again (a drop noticed by a failed command, or by
+        a dead transport before the next one)."""
+        return max(self.connections - 1, 0)
 
     def _transport_ok(self) -> bool:
         transport = self._client.get_transport() if self._client is not None else None
@@ -138,7 +145,6 @@ class SSHExecutor:
                                         f"back within {self.reconnect_for_s:.0f}s: {why}") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
-                self.reconnects += 1
 
     # the three verbs ----------------------------------------------------------------------------
 
