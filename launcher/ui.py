@@ -88,6 +88,8 @@ class Reporter:
         )
         if self.expect_gpu and str(ev.get("device", "")).startswith("cpu"):
             self.warn("the trainer sees no GPU on the machine: it is training on the CPU (check the image)")
+        if ev.get("chatml_fallback"):
+            self.warn("the model's tokenizer has no chat template: conversations are rendered as ChatML")
         if ev.get("truncated"):
             self.warn(f"{ev['truncated']} examples were longer than max_seq_length and were truncated")
         if ev.get("dropped_no_target"):

@@ -161,7 +161,8 @@ def run(cfg: TrainConfig, events: EventWriter) -> dict[str, Any]:
     else:
         train_ex, eval_ex = split_eval(examples, cfg.eval_fraction, cfg.seed)
     tokenizer = load_tokenizer(cfg)
-    if ensure_chat_template(tokenizer):
+    chatml_fallback = ensure_chat_template(tokenizer)
+    if chatml_fallback:
         print("[trainer] the tokenizer has no chat template: using ChatML", file=sys.stderr)
     data = tokenize_all(tokenizer, train_ex, cfg.max_seq_length, formats)
     eval_data = tokenize_all(tokenizer, eval_ex, cfg.max_seq_length, {}) if eval_ex else None
@@ -178,6 +179,7 @@ def run(cfg: TrainConfig, events: EventWriter) -> dict[str, Any]:
     trainable, total = count_parameters(loaded.model)
     start_fields = dict(engine=loaded.engine, device=loaded.device, trainable_params=trainable, total_params=total,
                         packing=packing, rows=len(train_set), eval_examples=len(eval_data.items) if eval_data else 0,
+                        chatml_fallback=chatml_fallback,
                         **data.summary())
     args = training_arguments(cfg, loaded.device, loaded.bf16, eval_set is not None)
     trainer = Trainer(model=loaded.model, args=args, train_dataset=train_set, eval_dataset=eval_set,

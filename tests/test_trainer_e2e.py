@@ -112,3 +112,19 @@ def test_exports_at_the_end_of_training_are_verified_outputs(home_with_tiny: Pat
     assert {"export/adapter.gguf", "export/Modelfile", "export/model_info.json"} <= set(files)
     info = json.loads((out / "export" / "model_info.json").read_text())
     assert info["base_model"] == "rtrain-tiny" and info["training"]["steps"] == 3
+
+
+def test_a_tokenizer_without_a_chat_template_gets_chatml_and_the_user_is_told(home_with_tiny: Path, cli_proc,
+                                                                              tiny_model: Path,
+                                                                              tmp_path: Path) -> None:
+    import shutil
+
+    bare = tmp_path / "no-template"
+    shutil.copytree(tiny_model, bare)
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((bare / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(config))
+    result = cli_proc("launch", "--local", "--model", str(bare), "--dataset", str(SAMPLE), "--max-steps", "1")
+    assert result.code == 0, result.err
+    assert "no chat template: conversations are rendered as ChatML" in result.err
