@@ -9,19 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from launcher.cli_options import job_options, job_values
+from launcher.cli_options import job_options, job_values, load_settings
 
 if TYPE_CHECKING:
     from launcher.config import Settings
     from launcher.cost import Estimate
     from launcher.plan import Plan
     from launcher.ui import Reporter
-
-
-def _settings() -> Settings:
-    from launcher.config import Settings
-
-    return Settings()
 
 
 @click.command()
@@ -32,7 +26,7 @@ def gpus(backend: str, as_json: bool) -> None:
     from launcher.catalog import catalog
     from launcher.pricing import prices
 
-    table = prices(backend, _settings())
+    table = prices(backend, load_settings())
     rows = []
     for alias, gpu in catalog().items():
         if gpu.provider_id(backend) is None:
@@ -139,8 +133,8 @@ def cost(local: bool, backend: str | None, template: str | None, datasets: tuple
     values = job_values(local, backend, datasets, flags, default_cloud=True)
     if values["backend"] == "local":
         values["backend"] = "runpod"  # the local machine costs nothing: price the job as a RunPod one
-    plan = validate(values, template, _settings(), to_launch=False)
-    est = build_estimate(plan, _settings())
+    plan = validate(values, template, load_settings(), to_launch=False)
+    est = build_estimate(plan, load_settings())
     if as_json:
         click.echo(json.dumps(estimate_json(est)))
     else:

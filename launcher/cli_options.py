@@ -4,9 +4,13 @@ the job `launch` would run (one JobSpec, built the same way)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from launcher.config import Settings
+    from launcher.state import JobRecord, Registry
 
 _JOB_OPTIONS = [
     click.option("--local", "local", is_flag=True, help="Run on this machine (same as --backend local)."),
@@ -62,3 +66,24 @@ def job_values(local: bool, backend: str | None, datasets: tuple[str, ...], flag
     if datasets:
         values["datasets"] = list(datasets)
     return values
+
+
+def open_registry() -> Registry:
+    from launcher.state import Registry
+
+    return Registry.open_default()
+
+
+def load_settings() -> Settings:
+    from launcher.config import Settings
+
+    return Settings()
+
+
+def find_job(registry: Registry, key: str) -> JobRecord:
+    from launcher.errors import UsageError
+
+    try:
+        return registry.get(key)
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from None

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import shlex
-import signal
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +27,8 @@ from launcher.plan import Plan
 from launcher.remote_trainer import EVENTS, JOB_JSON, LOG, OUTPUT, SECRETS, RemoteTrainer
 from launcher.s3 import aws_env, is_s3
 from launcher.state import JobRecord, Registry
-from launcher.transfer import discard, fetch_tree, publish_dir, staging_for, verify_manifest
+from launcher.teardown import signals_deferred, terminate_with_retries
+from launcher.transfer import download_outputs, fetch_tree
 from launcher.ui import Reporter
 from launcher.uploads import upload_files, upload_model_folder, write_remote_file
 
@@ -346,15 +344,7 @@ class Lifecycle:
         assert self.ex is not None
         final = Path(self.rec.output_dir or "")
         self._phase("download", f"downloading the outputs into {final}")
-        staging = staging_for(final)
-        try:
-            fetch_tree(self.ex, f"{self.jobdir}/{OUTPUT}", staging)
-            files = verify_manifest(staging)
-            fetch_tree(self.ex, self.jobdir, staging / "logs", names=[EVENTS, LOG])
-        except BaseException:
-            discard(staging)
-            raise
-        publish_dir(staging, final)  # if this refuses, the verified outputs stay in staging (it says where)
+        files = download_outputs(self.ex, f"{self.jobdir}/{OUTPUT}", final, logs=(self.jobdir, [EVENTS, LOG]))
         adapter = final / "adapter"
         self.registry.update(self.id, adapter_dir=str(adapter) if adapter.is_dir() else None)
         self.ui.info(f"  {len(files)} files verified against manifest.json")
@@ -382,27 +372,12 @@ class Lifecycle:
         except Exception:  # best effort: the job has already failed for a reason worth reporting
             pass
 
-    @contextmanager
-    def _signals_deferred(self) -> Iterator[None]:
-        """Ctrl-C must not abort the termination of a pod: ignore it until teardown is done."""
-        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            for s in old:
-                signal.signal(s, signal.SIG_IGN)
-        except ValueError:  # not the main thread
-            old = {}
-        try:
-            yield
-        finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
-
     def teardown(self, status: str, error: str | None) -> None:
         rec = self.registry.get(self.id)
         pod_id = self.pod.id if self.pod is not None else rec.pod_id
         ended_in = "done" if status == "succeeded" else rec.phase  # where a failed job stopped, for `rtrain ls`
         leaving_up = status == "detached" or self.keep_pod
-        with self._signals_deferred():
+        with signals_deferred():
             if pod_id is not None and not leaving_up:
                 self._phase("teardown", f"terminating {pod_id}")
                 try:
@@ -440,11 +415,3 @@ def owning_job(registry: Registry, pod_id: str, exclude: str | None = None) -> J
     if not owners:
         raise UsageError(f"--pod {pod_id}: no job of this machine created that pod (rtrain ls shows them)")
     return owners[-1]
-
-
-def terminate_with_retries(backend: Backend, pod_id: str, attempts: int = 5) -> None:
-    from tenacity import retry, stop_after_attempt, wait_exponential
-
-    retry(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=8), reraise=True)(
-        backend.terminate
-    )(pod_id)

@@ -66,8 +66,9 @@ class RemoteTrainer:
         return parse_probe(sink.getvalue())
 
     def newest_checkpoint(self) -> str | None:
-        found = self.ex.run(f"ls -d {q(self.jobdir)}/{CHECKPOINTS}/checkpoint-* 2>/dev/null")
-        names = [p.rsplit("/", 1)[-1] for p in found.stdout.split()]
+        """The newest complete checkpoint (trainer_state.json is written last: remote/train.py)."""
+        found = self.ex.run(f"ls -d {q(self.jobdir)}/{CHECKPOINTS}/checkpoint-*/trainer_state.json 2>/dev/null")
+        names = [p.rsplit("/", 2)[-2] for p in found.stdout.split()]
         steps = [int(n.split("-")[-1]) for n in names if n.split("-")[-1].isdigit()]
         return f"checkpoint-{max(steps)}" if steps else None
 

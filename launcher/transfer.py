@@ -190,6 +190,22 @@ def verify_manifest(folder: Path) -> dict[str, dict[str, object]]:
     return files
 
 
+def download_outputs(ex: Executor, remote_dir: str, final: Path, logs: tuple[str, list[str]]) -> dict[str, Any]:
+    """``remote_dir`` into ``final``: one tar stream into a hidden staging folder beside it, every file
+    checked against the manifest, the logs added, then one rename. Nothing half-written is ever left
+    where the outputs are expected."""
+    staging = staging_for(final)
+    try:
+        fetch_tree(ex, remote_dir, staging)
+        files = verify_manifest(staging)
+        fetch_tree(ex, logs[0], staging / LAUNCHER_ADDED, names=logs[1])
+    except BaseException:
+        discard(staging)
+        raise
+    publish_dir(staging, final)  # if this refuses, the verified outputs stay in staging (it says where)
+    return files
+
+
 def publish_dir(staging: Path, final: Path) -> None:
     """Move a verified ``staging`` folder to ``final`` in one rename. ``final`` may exist only empty
     or holding the logs of an earlier failed attempt (``staging`` brings fresh ones)."""

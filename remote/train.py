@@ -95,7 +95,10 @@ def _perplexity(loss: float) -> float | None:
 
 
 def newest_checkpoint() -> str | None:
-    found = [p for p in CHECKPOINTS.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    """The newest complete checkpoint: the Trainer writes trainer_state.json last, so a folder without
+    it was cut short (the trainer was killed while saving) and is skipped."""
+    found = [p for p in CHECKPOINTS.glob("checkpoint-*")
+             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
     return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
 
 
@@ -137,24 +140,21 @@ def fetch_s3_datasets(cfg: TrainConfig) -> None:
     cfg.eval_datasets = [local(p) for p in cfg.eval_datasets]
 
 
-def run(cfg: TrainConfig, events: EventWriter) -> dict[str, Any]:
-    from transformers import Trainer, set_seed
+@dataclasses.dataclass
+class Prepared:
+    tokenizer: Any
+    data: Any  # TokenizedData of the training examples
+    eval_data: Any  # TokenizedData of the held-out ones, or None
+    eval_examples: list[Any]
+    chatml_fallback: bool
 
-    from remote.data import (
-        PackedCollator,
-        PadCollator,
-        ensure_chat_template,
-        load_examples,
-        pack,
-        split_eval,
-        tokenize_all,
-    )
-    from remote.modeling import count_parameters, load_for_training, load_tokenizer
-    from remote.outputs import publish, staging_dir, write_json
 
-    set_seed(cfg.seed)
+def prepare_data(cfg: TrainConfig) -> Prepared:
+    """Data first, with the tokenizer only: a bad line fails in seconds, not after the weights load."""
+    from remote.data import ensure_chat_template, load_examples, split_eval, tokenize_all
+    from remote.modeling import load_tokenizer
+
     fetch_s3_datasets(cfg)
-    # Data first, with the tokenizer only: a bad line fails in seconds, not after the weights load.
     examples, formats = load_examples(cfg.datasets, cfg.max_samples, cfg.seed, cfg.dataset_names)
     if cfg.eval_datasets:
         train_ex, (eval_ex, _) = examples, load_examples(cfg.eval_datasets, None, cfg.seed, cfg.dataset_names)
@@ -168,7 +168,19 @@ def run(cfg: TrainConfig, events: EventWriter) -> dict[str, Any]:
     eval_data = tokenize_all(tokenizer, eval_ex, cfg.max_seq_length, {}) if eval_ex else None
     if not data.items:
         raise DatasetError(cfg.datasets[0], 0, "no example has an assistant token to train on")
+    return Prepared(tokenizer, data, eval_data, eval_ex, chatml_fallback)
 
+
+def run(cfg: TrainConfig, events: EventWriter) -> dict[str, Any]:
+    from transformers import Trainer, set_seed
+
+    from remote.data import PackedCollator, PadCollator, pack
+    from remote.modeling import count_parameters, load_for_training
+    from remote.outputs import publish, staging_dir, write_json
+
+    set_seed(cfg.seed)
+    prepared = prepare_data(cfg)
+    tokenizer, data, eval_data = prepared.tokenizer, prepared.data, prepared.eval_data
     loaded = load_for_training(cfg)
     packing = cfg.packing if cfg.packing is not None else loaded.engine != "unsloth"
     collator = (PackedCollator if packing else PadCollator)(tokenizer.pad_token_id)
@@ -179,7 +191,7 @@ def run(cfg: TrainConfig, events: EventWriter) -> dict[str, Any]:
     trainable, total = count_parameters(loaded.model)
     start_fields = dict(engine=loaded.engine, device=loaded.device, trainable_params=trainable, total_params=total,
                         packing=packing, rows=len(train_set), eval_examples=len(eval_data.items) if eval_data else 0,
-                        chatml_fallback=chatml_fallback,
+                        chatml_fallback=prepared.chatml_fallback,
                         **data.summary())
     args = training_arguments(cfg, loaded.device, loaded.bf16, eval_set is not None)
     trainer = Trainer(model=loaded.model, args=args, train_dataset=train_set, eval_dataset=eval_set,
@@ -208,7 +220,7 @@ def run(cfg: TrainConfig, events: EventWriter) -> dict[str, Any]:
                        eval_examples=len(eval_data.items) if eval_data else 0)
         events.emit("eval", step=trainer.state.global_step, eval_loss=eval_loss, perplexity=_perplexity(eval_loss))
         loaded.model.eval()
-        metrics["samples"] = write_samples(loaded.model, tokenizer, eval_ex, cfg.eval_samples,
+        metrics["samples"] = write_samples(loaded.model, tokenizer, prepared.eval_examples, cfg.eval_samples,
                                            staging / "samples.jsonl")
     loaded.model.save_pretrained(staging / "adapter")
     tokenizer.save_pretrained(staging / "adapter")

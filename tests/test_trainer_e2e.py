@@ -65,7 +65,8 @@ def test_a_killed_trainer_restarts_from_its_checkpoint(home_with_tiny: Path) -> 
         killed = None
         while time.monotonic() < deadline and killed is None:
             for job in jobs.glob("*") if jobs.exists() else []:
-                if list((job / "checkpoints").glob("checkpoint-*")) and (job / "trainer.pid").exists():
+                complete = list((job / "checkpoints").glob("checkpoint-*/trainer_state.json"))
+                if complete and (job / "trainer.pid").exists():
                     pid = trainer_python_pid(int((job / "trainer.pid").read_text()))
                     if pid:
                         os.kill(pid, signal.SIGKILL)  # what the OOM killer does
