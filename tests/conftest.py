@@ -164,6 +164,16 @@ def wait_for_training(home: Path, timeout: float = 120) -> dict:
     raise AssertionError("the job never reached training")
 
 
+def stop_launcher(proc: subprocess.Popen) -> None:
+    """If a test failed with the launcher still up, let it tear its job down (never leak a trainer)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def processes() -> Iterator[tuple[int, int, bytes]]:
     """(pid, parent pid, command line) of every process, from /proc."""
     for proc in Path("/proc").iterdir():

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLE, rtrain_cmd, wait_for_training
+from conftest import ROOT, SAMPLE, rtrain_cmd, stop_launcher, wait_for_training
 
 from launcher.transfer import verify_manifest
 
@@ -122,16 +122,6 @@ def start_launch(*args: str) -> subprocess.Popen:
     )
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """If a test failed with the launcher still up, let it tear its job down (never leak a trainer)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/status").read_text()
@@ -149,7 +139,7 @@ def test_ctrl_c_during_training_stops_the_trainer_and_exits_130(home_with_tiny: 
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
-        stop(proc)
+        stop_launcher(proc)
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert not alive(pid)
@@ -162,7 +152,7 @@ def test_resume_after_the_launcher_died(home_with_tiny: Path, cli_proc) -> None:
     try:
         row = wait_for_training(home_with_tiny)
     except BaseException:
-        stop(proc)
+        stop_launcher(proc)
         raise
     proc.kill()  # SIGKILL: no finally, no teardown, exactly a crashed laptop
     proc.wait(30)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLE, processes, rtrain_cmd, wait_for_training
+from conftest import ROOT, SAMPLE, processes, rtrain_cmd, stop_launcher, wait_for_training
 from fake_runpod import FakeRunPod
 from pods import can_run_pods
 
@@ -242,8 +242,7 @@ def test_ctrl_c_during_training_terminates_the_pod(runpod: FakeRunPod, home_with
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop_launcher(proc)
     assert proc.returncode == 130, err
     assert runpod.running() == [] and "terminating" in err
 
@@ -265,9 +264,7 @@ def test_a_dropped_connection_during_training_is_survived(runpod: FakeRunPod, ho
             os.kill(pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=240)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(60)
+        stop_launcher(proc)
     assert proc.returncode == 0, err
     reconnects = events(home_with_tiny, row["id"], "reconnect")
     assert reconnects and "re-opened" in reconnects[0]["message"]

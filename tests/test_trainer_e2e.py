@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLE, processes, rtrain_cmd
+from conftest import ROOT, SAMPLE, processes, rtrain_cmd, stop_launcher
 
 pytest.importorskip("peft")
 
@@ -75,9 +75,7 @@ def test_a_killed_trainer_restarts_from_its_checkpoint(home_with_tiny: Path) -> 
         assert killed, "no checkpoint appeared"
         out, err = proc.communicate(timeout=240)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(60)
+        stop_launcher(proc)
     assert proc.returncode == 0, err
     assert "the trainer was killed: restarting it from checkpoint-" in err
     job = json.loads(out.strip().splitlines()[-1])
