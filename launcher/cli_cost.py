@@ -75,10 +75,8 @@ def build_estimate(plan: Plan, settings: Settings, gpu_aliases: list[str] | None
     aliases = gpu_aliases if gpu_aliases is not None else (
         spec.gpu or [a for a, g in catalog().items() if g.provider_id(backend)])
     table = prices(backend, settings)
-    estimate_ = estimate(spec, shape, source, count, [resolve_gpu(a, backend) for a in aliases], table.on_demand,
-                         dataset_bytes=sum(f.size_bytes for f in plan.datasets.files))
-    estimate_.price_source = table.source  # type: ignore[attr-defined]
-    return estimate_
+    return estimate(spec, shape, source, count, [resolve_gpu(a, backend) for a in aliases], table.on_demand,
+                    dataset_bytes=sum(f.size_bytes for f in plan.datasets.files), price_source=table.source)
 
 
 def estimate_json(est: Estimate) -> dict[str, Any]:
@@ -88,7 +86,7 @@ def estimate_json(est: Estimate) -> dict[str, Any]:
                   "source": est.model_source},
         "tokens": {"examples": est.tokens.examples, "per_epoch": est.tokens.tokens, "method": est.tokens.method,
                    "trained": round(est.trained_tokens)},
-        "engine": est.engine, "prices": getattr(est, "price_source", ""),
+        "engine": est.engine, "prices": est.price_source,
         "gpus": [{"alias": g.gpu.alias, "vram_gb": g.gpu.vram_gb, "needs_gb": round(g.vram_gb, 1), "fits": g.fits,
                   "price_per_hr": g.price_per_hr, "training_hours": round(g.training_hours, 4),
                   "hours": dict(zip(("low", "expected", "high"), (round(h, 4) for h in g.hours), strict=True)),
@@ -104,7 +102,7 @@ def print_estimate(est: Estimate, echo: Any = click.echo) -> None:
     echo(f"model {m.name}: {m.params / 1e9:.2f} B parameters{active}, from {est.model_source}")
     echo(f"data: {est.tokens.examples} examples, {est.tokens.tokens:,} tokens an epoch ({est.tokens.method}); "
          f"{est.trained_tokens:,.0f} tokens trained")
-    echo(f"assumes {est.engine} at 4 N FLOPs a token (LoRA), prices {getattr(est, 'price_source', '')}")
+    echo(f"assumes {est.engine} at 4 N FLOPs a token (LoRA), prices {est.price_source}")
     from launcher.ui import fmt_duration
 
     header = ["GPU", "VRAM", "NEEDS", "FITS", "TIME", "COST (LOW-HIGH)", "$/HR"]

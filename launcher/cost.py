@@ -204,6 +204,7 @@ class Estimate:
     trained_tokens: float
     engine: str
     per_gpu: list[GpuEstimate]
+    price_source: str = ""
 
     def cheapest_fit(self) -> GpuEstimate | None:
         priced = [g for g in self.per_gpu if g.fits and g.usd is not None]
@@ -218,7 +219,8 @@ def trained_tokens(spec: JobSpec, count: TokenCount) -> float:
 
 
 def estimate(spec: JobSpec, shape: ModelShape, source: str, count: TokenCount, gpus: list[GPU],
-             prices: dict[str, float], *, engine: str = "unsloth", dataset_bytes: int = 0) -> Estimate:
+             prices: dict[str, float], *, engine: str = "unsloth", dataset_bytes: int = 0,
+             price_source: str = "") -> Estimate:
     tokens = trained_tokens(spec, count)
     flops = LORA_FLOPS_PER_PARAM_TOKEN * shape.active * tokens
     model_bytes = shape.params * (0.55 if spec.load_in_4bit else 2)
@@ -233,4 +235,4 @@ def estimate(spec: JobSpec, shape: ModelShape, source: str, count: TokenCount, g
         rows.append(GpuEstimate(gpu, price * spec.gpu_count if price is not None else None,
                                 (low + overhead * 0.8, mid + overhead, high + overhead * 1.5), mid,
                                 vram, vram <= gpu.vram_gb * 0.95))
-    return Estimate(shape, source, count, tokens, engine, rows)
+    return Estimate(shape, source, count, tokens, engine, rows, price_source)
