@@ -64,7 +64,7 @@ def load_examples(paths: list[str], max_samples: int | None, seed: int,
     for path in paths:
         shown = (names or {}).get(path, path)
         try:
-            for line, fmt, example in read_examples(path):
+            for line, fmt, example in read_examples(path, shown):
                 examples.append(Sourced(shown, line, example))
                 formats[fmt] = formats.get(fmt, 0) + 1
         except DatasetError as exc:

@@ -137,6 +137,7 @@ FORMATS: dict[str, tuple[Callable[[dict[str, Any]], bool], Callable[[dict[str, A
 
 #: Plain-text files: blank-line separated blocks of "Q:"/"A:" or "User:"/"Assistant:" turns.
 TEXT_SUFFIXES = (".txt", ".md")
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 _SPEAKER = re.compile(r"^(q|a|user|assistant|system)\s*:\s?(.*)$", re.IGNORECASE)
 _TEXT_ROLES = {"q": "user", "user": "user", "a": "assistant", "assistant": "assistant", "system": "system"}
 
@@ -187,13 +188,29 @@ def to_example(record: dict[str, Any], fmt: str) -> Example:
     return FORMATS[fmt][1](record)
 
 
-def read_examples(path: str | Path) -> Iterator[tuple[int, str, Example]]:
-    """Yield ``(line, format, example)`` for every record of a JSONL file; DatasetError on the first
-    bad line, on a file that mixes formats, or on a file with no records at all."""
+def is_text_file(path: Path, name: str | None = None) -> bool:
+    """Whether ``path`` holds turn blocks (not JSONL), judged by the user's file name ``name`` (a
+    dataset may be stored under another name: a content-addressed blob on a pod), and by its content
+    when that name says nothing: JSONL starts with ``{``."""
+    suffix = Path(name or path).suffix.lower()
+    if suffix in TEXT_SUFFIXES or suffix in JSONL_SUFFIXES:
+        return suffix in TEXT_SUFFIXES
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 16):
+            stripped = chunk.lstrip()
+            if stripped:
+                return not stripped.startswith(b"{")
+    return False
+
+
+def read_examples(path: str | Path, name: str | None = None) -> Iterator[tuple[int, str, Example]]:
+    """Yield ``(line, format, example)`` for every record of a dataset file; DatasetError on the first
+    bad line, on a file that mixes formats, or on a file with no records at all. ``name`` is the
+    user's name for the file when it is stored under another (it decides between JSONL and text)."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(path, 0, "no such file")
-    if path.suffix.lower() in TEXT_SUFFIXES:
+    if is_text_file(path, name):
         yield from _read_text_file(path)
         return
     first_fmt: str | None = None

@@ -194,3 +194,52 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 def chat(*turns: tuple[str, str]) -> dict:
     return {"messages": [{"role": r, "content": c} for r, c in turns]}
+
+
+#: The fake RunPod's API key: a secret no output or file may ever show.
+RUNPOD_KEY = "rp-test-key-SECRET-0123456789"
+
+
+@pytest.fixture
+def runpod(tmp_path: Path, home_with_tiny: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fake RunPod API (tests/fake_runpod.py) whose pods are real sshd machines; no pod may outlive
+    the test."""
+    from fake_runpod import FakeRunPod
+    from pods import can_run_pods
+
+    if can_run_pods() is not None:
+        pytest.skip(str(can_run_pods()))
+    fake = FakeRunPod(tmp_path / "pods", api_key=RUNPOD_KEY, pod_env={"HF_HUB_OFFLINE": "1"}).start()
+    monkeypatch.setenv("RUNPOD_API_KEY", RUNPOD_KEY)
+    monkeypatch.setenv("RTRAIN_RUNPOD_API_URL", fake.url)
+    monkeypatch.setenv("RTRAIN_READY_TIMEOUT_S", "60")
+    try:
+        yield fake
+        leaked = fake.running()
+        assert leaked == [], f"pods left running: {leaked}"
+    finally:
+        fake.stop()
+
+
+def launch(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``rtrain launch ARGS`` as a real process."""
+    return subprocess.run(rtrain_cmd("launch", *args), capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def last_json(proc: subprocess.CompletedProcess) -> dict:
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def events(home: Path, job_id: str, kind: str | None = None) -> list[dict]:
+    """A job's registry events (optionally of one kind), read straight from state.db."""
+    import sqlite3
+
+    db = sqlite3.connect(home / "state.db")
+    try:
+        rows = db.execute("SELECT kind, message, data FROM events WHERE job_id = ? ORDER BY id",
+                          (job_id,)).fetchall()
+    finally:
+        db.close()
+    return [{"kind": k, "message": m, "data": json.loads(d) if d else None} for k, m, d in rows
+            if kind is None or k == kind]

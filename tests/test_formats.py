@@ -93,3 +93,15 @@ def test_plain_text_errors_name_the_line(tmp_path: Path) -> None:
     empty.write_text("\n\n")
     with pytest.raises(DatasetError, match="no examples"):
         examples(empty)
+
+
+def test_the_users_file_name_decides_between_jsonl_and_text(tmp_path: Path) -> None:
+    # a content-addressed blob has no suffix: the user's name for it decides, else its first character
+    blob = tmp_path / "3f2a9c"
+    blob.write_text("Q: Hi?\nA: Hello.\n", encoding="utf-8")
+    assert [fmt for _l, fmt, _e in read_examples(blob, "qa.txt")] == ["qa_text"]
+    assert [fmt for _l, fmt, _e in read_examples(blob)] == ["qa_text"]
+    with pytest.raises(DatasetError, match=r"not valid JSON"):
+        list(read_examples(blob, "chats.jsonl"))
+    write_jsonl(blob, [{"prompt": "a", "completion": "b"}])
+    assert [fmt for _l, fmt, _e in read_examples(blob)] == ["prompt_completion"]

@@ -7,13 +7,23 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLE, processes, rtrain_cmd, stop_launcher, wait_for_training
+from conftest import (
+    ROOT,
+    RUNPOD_KEY,
+    SAMPLE,
+    events,
+    last_json,
+    launch,
+    processes,
+    rtrain_cmd,
+    stop_launcher,
+    wait_for_training,
+)
 from fake_runpod import FakeRunPod
 from pods import can_run_pods
 
@@ -21,36 +31,8 @@ from launcher.transfer import verify_manifest
 
 pytestmark = pytest.mark.skipif(can_run_pods() is not None, reason=str(can_run_pods()))
 
-KEY = "rp-test-key-SECRET-0123456789"
+KEY = RUNPOD_KEY
 JOB = ("--gpu", "h100", "--template", "tiny-cpu", "--dataset", str(SAMPLE), "--yes")
-
-
-@pytest.fixture
-def runpod(tmp_path: Path, home_with_tiny: Path, monkeypatch: pytest.MonkeyPatch):
-    fake = FakeRunPod(tmp_path / "pods", api_key=KEY, pod_env={"HF_HUB_OFFLINE": "1"}).start()
-    monkeypatch.setenv("RUNPOD_API_KEY", KEY)
-    monkeypatch.setenv("RTRAIN_RUNPOD_API_URL", fake.url)
-    monkeypatch.setenv("RTRAIN_READY_TIMEOUT_S", "60")
-    yield fake
-    leaked = fake.running()
-    fake.stop()
-    assert leaked == [], f"pods left running: {leaked}"
-
-
-def launch(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(rtrain_cmd("launch", *args), capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
-
-
-def last_json(proc: subprocess.CompletedProcess) -> dict:
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def events(home: Path, job_id: str, kind: str | None = None) -> list[dict]:
-    db = sqlite3.connect(home / "state.db")
-    rows = db.execute("SELECT kind, message, data FROM events WHERE job_id = ? ORDER BY id", (job_id,)).fetchall()
-    return [{"kind": k, "message": m, "data": json.loads(d) if d else None} for k, m, d in rows
-            if kind is None or k == kind]
 
 
 def test_full_run_trains_over_ssh_and_terminates_the_pod(runpod: FakeRunPod, home_with_tiny: Path,
