@@ -58,22 +58,32 @@ class ModelShape:
     head_dim: int
     tied: bool = False
     experts: int = 1
+    #: transformers' model_type (what decides, for one, whether llama.cpp can take its adapters)
+    model_type: str = ""
 
 
 #: Published sizes and shapes; matched against a hub id's last part (case-insensitive).
 KNOWN_MODELS: list[tuple[str, ModelShape]] = [
-    (r"qwen3-0\.6b", ModelShape("Qwen3-0.6B", 0.75e9, 0.75e9, 1024, 28, 3072, 151936, 16, 8, 128, tied=True)),
-    (r"qwen3-1\.7b", ModelShape("Qwen3-1.7B", 2.03e9, 2.03e9, 2048, 28, 6144, 151936, 16, 8, 128, tied=True)),
-    (r"qwen3-4b", ModelShape("Qwen3-4B", 4.02e9, 4.02e9, 2560, 36, 9728, 151936, 32, 8, 128, tied=True)),
-    (r"qwen3-8b", ModelShape("Qwen3-8B", 8.19e9, 8.19e9, 4096, 36, 12288, 151936, 32, 8, 128)),
-    (r"qwen3-14b", ModelShape("Qwen3-14B", 14.8e9, 14.8e9, 5120, 40, 17408, 151936, 40, 8, 128)),
-    (r"qwen3-30b-a3b", ModelShape("Qwen3-30B-A3B", 30.5e9, 3.3e9, 2048, 48, 768, 151936, 32, 4, 128, experts=128)),
-    (r"qwen3-32b", ModelShape("Qwen3-32B", 32.8e9, 32.8e9, 5120, 64, 25600, 151936, 64, 8, 128)),
+    (r"qwen3-0\.6b", ModelShape("Qwen3-0.6B", 0.75e9, 0.75e9, 1024, 28, 3072, 151936, 16, 8, 128, tied=True,
+                                model_type="qwen3")),
+    (r"qwen3-1\.7b", ModelShape("Qwen3-1.7B", 2.03e9, 2.03e9, 2048, 28, 6144, 151936, 16, 8, 128, tied=True,
+                                model_type="qwen3")),
+    (r"qwen3-4b", ModelShape("Qwen3-4B", 4.02e9, 4.02e9, 2560, 36, 9728, 151936, 32, 8, 128, tied=True,
+                             model_type="qwen3")),
+    (r"qwen3-8b", ModelShape("Qwen3-8B", 8.19e9, 8.19e9, 4096, 36, 12288, 151936, 32, 8, 128, model_type="qwen3")),
+    (r"qwen3-14b", ModelShape("Qwen3-14B", 14.8e9, 14.8e9, 5120, 40, 17408, 151936, 40, 8, 128, model_type="qwen3")),
+    (r"qwen3-30b-a3b", ModelShape("Qwen3-30B-A3B", 30.5e9, 3.3e9, 2048, 48, 768, 151936, 32, 4, 128, experts=128,
+                                  model_type="qwen3_moe")),
+    (r"qwen3-32b", ModelShape("Qwen3-32B", 32.8e9, 32.8e9, 5120, 64, 25600, 151936, 64, 8, 128, model_type="qwen3")),
     (r"deepseek-r1-distill-qwen-32b",
-     ModelShape("DeepSeek-R1-Distill-Qwen-32B", 32.8e9, 32.8e9, 5120, 64, 27648, 152064, 40, 8, 128)),
-    (r"llama-3\.1-8b", ModelShape("Llama-3.1-8B", 8.03e9, 8.03e9, 4096, 32, 14336, 128256, 32, 8, 128)),
-    (r"llama-3\.1-70b", ModelShape("Llama-3.1-70B", 70.6e9, 70.6e9, 8192, 80, 28672, 128256, 64, 8, 128)),
-    (r"mistral-7b", ModelShape("Mistral-7B", 7.24e9, 7.24e9, 4096, 32, 14336, 32768, 32, 8, 128)),
+     ModelShape("DeepSeek-R1-Distill-Qwen-32B", 32.8e9, 32.8e9, 5120, 64, 27648, 152064, 40, 8, 128,
+                model_type="qwen2")),
+    (r"llama-3\.1-8b", ModelShape("Llama-3.1-8B", 8.03e9, 8.03e9, 4096, 32, 14336, 128256, 32, 8, 128,
+                                  model_type="llama")),
+    (r"llama-3\.1-70b", ModelShape("Llama-3.1-70B", 70.6e9, 70.6e9, 8192, 80, 28672, 128256, 64, 8, 128,
+                                   model_type="llama")),
+    (r"mistral-7b", ModelShape("Mistral-7B", 7.24e9, 7.24e9, 4096, 32, 14336, 32768, 32, 8, 128,
+                               model_type="mistral")),
 ]
 
 
@@ -93,7 +103,14 @@ def shape_from_config(name: str, cfg: dict[str, Any]) -> ModelShape:
     embed = vocab * h * (1 if tied else 2)
     params = embed + layers * (attn + mlp * experts)
     active = embed + layers * (attn + mlp * active_experts)
-    return ModelShape(name, float(params), float(active), h, layers, inter, vocab, heads, kv, hd, tied, experts)
+    return ModelShape(name, float(params), float(active), h, layers, inter, vocab, heads, kv, hd, tied, experts,
+                      str(cfg.get("model_type") or ""))
+
+
+def known_model(model: str) -> ModelShape | None:
+    """The published shape of a hub model rtrain knows by name, if it does."""
+    key = model.rsplit("/", 1)[-1].lower()
+    return next((shape for pattern, shape in KNOWN_MODELS if re.search(pattern, key)), None)
 
 
 def model_shape(model: str, local_dir: Path | None) -> tuple[ModelShape, str]:
@@ -104,10 +121,9 @@ def model_shape(model: str, local_dir: Path | None) -> tuple[ModelShape, str]:
             return shape_from_config(local_dir.name, cfg), "its config.json"
         except (KeyError, ValueError, TypeError):
             raise UsageError(f"--model {model}: config.json lacks hidden_size/num_hidden_layers/vocab_size") from None
-    key = model.rsplit("/", 1)[-1].lower()
-    for pattern, shape in KNOWN_MODELS:
-        if re.search(pattern, key):
-            return shape, "the table of known models"
+    shape = known_model(model)
+    if shape is not None:
+        return shape, "the table of known models"
     known = ", ".join(s.name for _, s in KNOWN_MODELS)
     raise UsageError(f"--model {model}: unknown size (no local config.json; known: {known})")
 

@@ -125,9 +125,32 @@ def check_model(model: str) -> str:
     return "hub"
 
 
+def model_type(spec: JobSpec) -> str | None:
+    """transformers' model_type of the job's base, where it can be known without a download: a local
+    folder's config.json, the tiny model, or a hub model rtrain knows by name (else None)."""
+    if spec.is_tiny_model:
+        return "qwen2"
+    config = Path(spec.model) / "config.json"
+    if config.is_file():
+        try:
+            return str(json.loads(config.read_text()).get("model_type") or "") or None
+        except (ValueError, OSError):
+            return None
+    from launcher.cost import known_model
+
+    shape = known_model(spec.model)
+    return shape.model_type if shape is not None else None
+
+
 def check_exports(spec: JobSpec) -> None:
-    """Exports that cannot work are refused now, not after the training they would follow."""
+    """Exports that cannot work are refused now, not after the training they would follow (a hub model
+    rtrain does not know is checked by the trainer, before its weights load)."""
+    from remote.families import gguf_refusal
+
     wants_gguf = bool({"gguf", "modelfile"} & set(spec.exports))
+    refusal = gguf_refusal(model_type(spec), spec.model) if wants_gguf else None
+    if refusal:
+        raise UsageError(refusal)
     targets = spec.target_modules if isinstance(spec.target_modules, list) else []
     carried = [t for t in targets if t in ("embed_tokens", "lm_head")]
     if wants_gguf and carried:

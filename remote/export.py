@@ -18,20 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from remote.families import GGUF_ARCHS, gguf_refusal
+from remote.ollama import TemplateRefused, TurnTemplate, derive, modelfile_text, tokenizer_render
+
 #: PEFT module names a llama.cpp LoRA adapter cannot hold
 NOT_IN_GGUF = ("embed_tokens", "lm_head", "wte", "word_embeddings")
-#: transformers model_type -> llama.cpp architecture, where they differ
-GGUF_ARCH = {"mistral": "llama"}
-#: hub model names -> Ollama model names, for the Modelfile's FROM
-OLLAMA_BASES = {"qwen3-0.6b": "qwen3:0.6b", "qwen3-1.7b": "qwen3:1.7b", "qwen3-4b": "qwen3:4b",
-                "qwen3-8b": "qwen3:8b", "qwen3-14b": "qwen3:14b", "qwen3-32b": "qwen3:32b",
-                "qwen3-30b-a3b": "qwen3:30b", "meta-llama-3.1-8b-instruct": "llama3.1:8b",
-                "llama-3.1-8b-instruct": "llama3.1:8b", "llama-3.1-70b-instruct": "llama3.1:70b",
-                "deepseek-r1-distill-qwen-32b": "deepseek-r1:32b", "mistral-7b-instruct-v0.3": "mistral:7b"}
-#: sampling defaults written into the Modelfile (the seed project's serving settings)
-TEMPERATURE, TOP_P = 0.7, 0.9
-
-
 class Refused(Exception):
     """An export that would give a wrong or useless file: exit 2, with the reason."""
 
@@ -57,7 +48,9 @@ def _base_config(base: str) -> dict[str, Any]:
 
 
 def gguf_adapter(adapter: Path, out: Path, base: str) -> Path:
-    """A llama.cpp LoRA adapter (general.type adapter, adapter.lora.alpha) with llama.cpp's names."""
+    """A llama.cpp LoRA adapter (general.type adapter, adapter.lora.alpha) with llama.cpp's tensor
+    names, and its q/k ``lora_B`` rows permuted where llama.cpp permutes the base's q/k rows: the same
+    tensors llama.cpp's own ``convert_lora_to_gguf.py`` writes (tests/test_gguf_reference.py)."""
     import gguf
     from safetensors.numpy import load_file
 
@@ -68,12 +61,15 @@ def gguf_adapter(adapter: Path, out: Path, base: str) -> Path:
         raise Refused(f"{adapter}: the adapter carries {', '.join(carried) or 'modules_to_save'} weights, which a "
                       "llama.cpp LoRA adapter cannot hold: export --merged instead")
     base_cfg = _base_config(base)
-    model_type = GGUF_ARCH.get(base_cfg["model_type"], base_cfg["model_type"])
-    arch = {name: arch for arch, name in gguf.MODEL_ARCH_NAMES.items()}.get(model_type)
-    if arch is None:
-        raise Refused(f"base model type {model_type!r} is not known to llama.cpp's gguf package")
+    refusal = gguf_refusal(base_cfg.get("model_type"), base)
+    if refusal:
+        raise Refused(refusal)
+    family = GGUF_ARCHS[base_cfg["model_type"]]
+    arch = next(a for a, name in gguf.MODEL_ARCH_NAMES.items() if name == family.arch)
+    heads = {"q_proj": int(base_cfg["num_attention_heads"]),
+             "k_proj": int(base_cfg.get("num_key_value_heads") or base_cfg["num_attention_heads"])}
     names = gguf.get_tensor_name_map(arch, int(base_cfg["num_hidden_layers"]))
-    writer = gguf.GGUFWriter(str(out), gguf.MODEL_ARCH_NAMES[arch])
+    writer = gguf.GGUFWriter(str(out), family.arch)
     writer.add_string(gguf.Keys.General.TYPE, gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(config["lora_alpha"]))
@@ -84,8 +80,11 @@ def gguf_adapter(adapter: Path, out: Path, base: str) -> Path:
         mapped = names.get_name(hf_name, try_suffixes=(".weight",))
         if mapped is None:
             raise Refused(f"{adapter}: no llama.cpp name for {hf_name}")
-        suffix = "lora_a" if part.startswith("A") else "lora_b"
-        writer.add_tensor(f"{mapped}.{suffix}", tensors[key].astype("float32"))
+        data = tensors[key].astype("float32")
+        projection = module.rsplit(".", 1)[-1]
+        if part.startswith("B") and family.permute_qk and projection in heads:
+            data = rope_permute_rows(data, heads[projection])
+        writer.add_tensor(f"{mapped}.{'lora_a' if part.startswith('A') else 'lora_b'}", data)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -93,32 +92,45 @@ def gguf_adapter(adapter: Path, out: Path, base: str) -> Path:
     return out
 
 
+def rope_permute_rows(rows: Any, heads: int) -> Any:
+    """llama.cpp's ``LlamaModel.permute`` on the output rows of a projection (its rotary embedding
+    pairs dimensions ``(i, i + d/2)`` as interleaved ``(2i, 2i + 1)``); ``lora_B`` is ``(out, r)``."""
+    shape = rows.shape
+    return rows.reshape(heads, 2, shape[0] // heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+
+
+def preflight(exports: list[str], base: str, tokenizer: Any, label: str | None = None) -> None:
+    """Refuse, before any training, the exports that would be refused after it: a GGUF adapter for
+    an architecture llama.cpp cannot take, a Modelfile for a chat template no Ollama template follows."""
+    if {"gguf", "modelfile"} & set(exports):
+        refusal = gguf_refusal(_base_config(base).get("model_type"), label or base)
+        if refusal:
+            raise Refused(refusal)
+    if "modelfile" in exports:
+        ollama_template(tokenizer)
+
+
 # Ollama -------------------------------------------------------------------------------------------
 
-CHATML_GO = ('{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}'
-             '<|im_start|>assistant\n')
-LLAMA3_GO = ('{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>'
-             '{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n')
+
+def ollama_template(tokenizer: Any) -> TurnTemplate:
+    """The Ollama turn template read off the tokenizer's chat template (Refused when none can be)."""
+    from remote.data import ensure_chat_template
+
+    ensure_chat_template(tokenizer)
+    try:
+        return derive(tokenizer_render(tokenizer), str(tokenizer.chat_template))
+    except TemplateRefused as exc:
+        raise Refused(f"--modelfile: {exc}") from None
 
 
-def modelfile(out_dir: Path, base: str, adapter_gguf: str, chat_template: str) -> Path:
-    """An Ollama Modelfile: FROM the base, ADAPTER the GGUF, the chat template and stop tokens."""
-    if "<|start_header_id|>" in chat_template:
-        template, stops = LLAMA3_GO, ["<|eot_id|>", "<|start_header_id|>"]
-    else:  # ChatML (Qwen, the tiny model, the trainer's fallback)
-        template, stops = CHATML_GO, ["<|im_end|>", "<|im_start|>"]
-    ollama = OLLAMA_BASES.get(base.rsplit("/", 1)[-1].lower())
-    lines = ["# Ollama Modelfile written by rtrain. Create the model with: ollama create NAME -f Modelfile"]
-    if ollama:
-        lines.append(f"FROM {ollama}")
-    else:
-        lines += ["# FROM needs the base model as GGUF (llama.cpp's convert_hf_to_gguf.py makes one)",
-                  "FROM ./base.gguf"]
-    lines += [f"ADAPTER ./{adapter_gguf}", f'TEMPLATE """{template}"""']
-    lines += [f'PARAMETER stop "{stop}"' for stop in stops]
-    lines += [f"PARAMETER temperature {TEMPERATURE}", f"PARAMETER top_p {TOP_P}"]
+def modelfile(out_dir: Path, base: str, adapter_gguf: str, adapter: Path) -> Path:
+    """An Ollama Modelfile whose TEMPLATE renders turns as the adapter's tokenizer did in training."""
+    from transformers import AutoTokenizer
+
+    turns = ollama_template(AutoTokenizer.from_pretrained(str(adapter)))
     path = out_dir / "Modelfile"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text(modelfile_text(turns, base, adapter_gguf), encoding="utf-8")
     return path
 
 
@@ -196,8 +208,7 @@ def export(adapter: Path, out_dir: Path, *, base: str | None, gguf: bool, ollama
         gguf_adapter(adapter, out_dir / "adapter.gguf", base_name)
         written.append("adapter.gguf")
     if ollama:
-        template = (adapter / "chat_template.jinja").read_text() if (adapter / "chat_template.jinja").exists() else ""
-        modelfile(out_dir, label, "adapter.gguf", template)
+        modelfile(out_dir, label, "adapter.gguf", adapter)
         written.append("Modelfile")
     if merged:
         merged_model(adapter, out_dir / "merged", base_name, force)

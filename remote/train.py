@@ -164,10 +164,15 @@ def prepare_data(cfg: TrainConfig) -> Prepared:
     chatml_fallback = ensure_chat_template(tokenizer)
     if chatml_fallback:
         print("[trainer] the tokenizer has no chat template: using ChatML", file=sys.stderr)
+    if cfg.exports:
+        from remote.export import preflight
+
+        preflight(cfg.exports, cfg.model, tokenizer, cfg.model_name)
     data = tokenize_all(tokenizer, train_ex, cfg.max_seq_length, formats)
     eval_data = tokenize_all(tokenizer, eval_ex, cfg.max_seq_length, {}) if eval_ex else None
     if not data.items:
-        raise DatasetError(cfg.datasets[0], 0, "no example has an assistant token to train on")
+        raise DatasetError(cfg.dataset_names.get(cfg.datasets[0], cfg.datasets[0]), 0,
+                           "no example has an assistant token to train on")
     return Prepared(tokenizer, data, eval_data, eval_ex, chatml_fallback)
 
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages the test suite uses: a real sshd for fake pods, shellcheck for the shell scripts.
+# What the test suite needs beyond pip: Debian packages (a real sshd for fake pods, shellcheck for the
+# shell scripts, Go for rendering Ollama templates with Go's own text/template) and the reference code
+# the tests compare against (llama.cpp's converters and the chat templates it keeps, from the
+# llama-cpp-python sdist on PyPI), kept in tests/.refs/.
 set -euo pipefail
-packages=(openssh-server shellcheck)
+packages=(openssh-server shellcheck golang-go)
 missing=()
 for pkg in "${packages[@]}"; do dpkg -s "$pkg" > /dev/null 2>&1 || missing+=("$pkg"); done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -10,3 +13,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
+
+python3 "$(dirname "$0")/fetch_references.py"

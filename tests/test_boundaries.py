@@ -37,7 +37,7 @@ def test_help_and_ls_never_import_the_training_stack(tmp_path) -> None:
 def test_shared_trainer_modules_use_only_the_standard_library() -> None:
     # launcher/ validates datasets and writes/reads manifests with these: they must stay stdlib-only
     baseline = modules_after("pass")  # whatever site/.pth files load in this interpreter anyway
-    for module in ("remote.formats", "remote.outputs", "remote.events", "remote.jobconfig"):
+    for module in ("remote.formats", "remote.outputs", "remote.events", "remote.jobconfig", "remote.families"):
         loaded = modules_after(f"import {module}") - baseline
         third_party = {m.split(".")[0] for m in loaded} - set(sys.stdlib_module_names) - {"remote"}
         assert not third_party, (module, third_party)

@@ -60,23 +60,21 @@ def test_modelfile_and_model_info(adapter: Path, tiny_model: Path, tmp_path: Pat
     assert result.code == 0, result.err
     text = (tmp_path / "o" / "Modelfile").read_text()
     assert "ADAPTER ./adapter.gguf" in text and "FROM ./base.gguf" in text
-    assert 'PARAMETER stop "<|im_end|>"' in text and "<|im_start|>{{ .Role }}" in text
+    assert 'PARAMETER stop "<|im_end|>"' in text and '{{ "<|im_end|>\\n<|im_start|>assistant\\n" }}' in text
     assert "PARAMETER temperature 0.7" in text and "PARAMETER top_p 0.9" in text
     info = json.loads((tmp_path / "o" / "model_info.json").read_text())
     assert info["adapter"]["rank"] == 4 and info["adapter"]["alpha"] == 8
     assert info["files"] == ["Modelfile", "adapter.gguf"]
 
 
-def test_a_known_base_gets_its_ollama_name() -> None:
-    import tempfile
+def test_a_known_base_gets_its_ollama_name(adapter: Path) -> None:
+    from remote.export import ollama_template
+    from remote.ollama import modelfile_text
 
-    from remote.export import modelfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        text = modelfile(Path(tmp), "unsloth/Qwen3-14B", "adapter.gguf", "<|im_start|>").read_text()
-        assert "FROM qwen3:14b" in text
-        llama = modelfile(Path(tmp), "unsloth/Meta-Llama-3.1-8B-Instruct", "a.gguf", "<|start_header_id|>")
-        assert "FROM llama3.1:8b" in llama.read_text() and 'stop "<|eot_id|>"' in llama.read_text()
+    turns = ollama_template(transformers.AutoTokenizer.from_pretrained(adapter))
+    assert "FROM qwen3:14b" in modelfile_text(turns, "unsloth/Qwen3-14B", "adapter.gguf")
+    assert "FROM llama3.1:8b" in modelfile_text(turns, "unsloth/Meta-Llama-3.1-8B-Instruct", "a.gguf")
+    assert "FROM ./base.gguf" in modelfile_text(turns, "my-org/my-model", "a.gguf")
 
 
 def test_gguf_refuses_an_adapter_with_embedding_weights(tiny_model: Path, tmp_path: Path, cli) -> None:

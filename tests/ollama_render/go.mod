@@ -1,0 +1,3 @@
+module rtrain.test/ollama_render
+
+go 1.19
