@@ -50,7 +50,7 @@ def version() -> None:
               help="Let the pod end itself when the finished job goes unfollowed this long (e.g. 30m).")
 @click.option("--gguf", "export_gguf", is_flag=True, help="Also make a llama.cpp GGUF adapter at the end.")
 @click.option("--modelfile", "export_modelfile", is_flag=True, help="Also make an Ollama Modelfile (and GGUF).")
-@click.option("--merged", "export_merged", is_flag=True, help="Also make the merged 16-bit model (large).")
+@click.option("--merged", "export_merged", is_flag=True, help="Also make the merged model (base's dtype; large).")
 @click.option("--s3", metavar="s3://BUCKET/PREFIX", help="Push the outputs to S3 at the end (PREFIX/<job-id>/).")
 @click.option("--force", is_flag=True, help="Launch even on a GPU the estimate says is too small.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation before renting.")

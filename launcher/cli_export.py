@@ -55,7 +55,7 @@ def _adapter_and_base(target: str) -> tuple[Path, str | None]:
 @click.argument("job")
 @click.option("--gguf", is_flag=True, help="A llama.cpp LoRA adapter (adapter.gguf).")
 @click.option("--modelfile", is_flag=True, help="An Ollama Modelfile (with the GGUF adapter).")
-@click.option("--merged", is_flag=True, help="The base model with the adapter merged in, 16-bit.")
+@click.option("--merged", is_flag=True, help="The base model with the adapter merged in, in the base's dtype.")
 @click.option("--base", metavar="ID_OR_PATH", help="The base model [default: the job's, or the adapter's].")
 @click.option("--out", metavar="DIR", help="Where to write [default: next to the adapter, in export/].")
 @click.option("--force", is_flag=True, help="Merge even into a 4-bit base (loses precision).")

@@ -32,7 +32,7 @@ _JOB_OPTIONS = [
     click.option("--grad-accum", type=int, help="Gradient accumulation steps."),
     click.option("--load-in-4bit", is_flag=True, default=None, help="QLoRA: load the base model in 4 bits."),
     click.option("--packing/--no-packing", default=None,
-                 help="Pack examples into full rows [default: on, off with Unsloth]."),
+                 help="Pack examples into full rows [default: on]."),
     click.option("--eval-fraction", type=float, help="Held-out share of the data for evaluation [default: 0.05]."),
     click.option("--eval-dataset", "eval_datasets", multiple=True, metavar="PATH",
                  help="Evaluate on this dataset instead of a held-out share (repeatable)."),

@@ -232,6 +232,7 @@ class Lifecycle:
             folder = Path(self.spec.model)
         if folder is not None:
             job["model"] = self._machine_folder(folder, blobs, "model")
+            job["model_name"] = str(folder)  # the adapter names the base where this machine has it
         return job
 
     def _machine_folder(self, folder: Path, blobs: str, name: str) -> str:

@@ -195,13 +195,16 @@ def pack(items: list[dict[str, list[int]]], max_seq_length: int) -> list[list[di
     return bins
 
 
+#: batch keys the collators add for the trainer's count of trained tokens (popped before the model)
+REAL_TOKENS, PAD_TOKENS = "rtrain_real_tokens", "rtrain_pad_tokens"
+
+
 class PadCollator:
-    """Right-pads a batch of examples; counts real and pad tokens (for tokens/s and padding waste)."""
+    """Right-pads a batch of examples (with an attention mask); says how many of its tokens are real
+    and how many padding (``REAL_TOKENS``/``PAD_TOKENS``), for the steps that train on it."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
-        self.tokens_seen = 0
-        self.pad_seen = 0
 
     def __call__(self, batch: list[dict[str, list[int]]]) -> dict[str, Any]:
         import torch
@@ -216,9 +219,8 @@ class PadCollator:
             labels[row, :n] = torch.tensor(b["labels"])
             mask[row, :n] = 1
         real = int(mask.sum())
-        self.tokens_seen += real
-        self.pad_seen += mask.numel() - real
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask, REAL_TOKENS: real,
+                PAD_TOKENS: mask.numel() - real}
 
 
 class PackedCollator(PadCollator):
@@ -244,6 +246,41 @@ class PackedCollator(PadCollator):
                 at += n
             positions[row, at:] = torch.arange(width - at)  # padding: a sequence of its own, never trained
             real += at
-        self.tokens_seen += real
-        self.pad_seen += ids.numel() - real
-        return {"input_ids": ids, "labels": labels, "position_ids": positions}
+        return {"input_ids": ids, "labels": labels, "position_ids": positions, REAL_TOKENS: real,
+                PAD_TOKENS: ids.numel() - real}
+
+
+class FlatCollator:
+    """Unsloth's padding-free batch, made as Unsloth's own SFT path makes it: TRL's
+    ``DataCollatorForLanguageModeling(padding_free=True)`` lays every example of the step (each packed
+    bin's examples, or each example) end to end in ONE row, position ids restarting per example,
+    the first label of each example ignored, no padding and no attention mask; Unsloth's wrapper
+    (unsloth/utils/packing.py) adds ``packed_seq_lengths`` for its varlen attention, as this does.
+    With several rows, or with a mask, Unsloth cannot see the boundaries and the examples of a row
+    attend to each other."""
+
+    #: Unsloth's ``enable_sample_packing`` wraps a collator's ``torch_call`` unless it is marked as
+    #: already giving the lengths, which this one does
+    _unsloth_packing_wrapped = True
+
+    def __init__(self, pad_id: int) -> None:
+        from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+        self.trl = DataCollatorForLanguageModeling(pad_token_id=pad_id, padding_free=True)
+
+    def __call__(self, batch: list[Any]) -> dict[str, Any]:
+        import torch
+
+        rows = []
+        for item in batch:
+            examples = item if isinstance(item, list) else [item]
+            rows.append({"input_ids": [t for ex in examples for t in ex["input_ids"]],
+                         "labels": [t for ex in examples for t in ex["labels"]],
+                         "seq_lengths": [len(ex["input_ids"]) for ex in examples]})
+        out = dict(self.trl(rows))
+        lengths = [n for row in rows for n in row["seq_lengths"]]
+        out["packed_seq_lengths"] = torch.tensor(lengths, dtype=torch.int32)
+        out[REAL_TOKENS], out[PAD_TOKENS] = sum(lengths), out["input_ids"].numel() - sum(lengths)
+        return out
+
+    torch_call = __call__

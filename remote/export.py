@@ -1,5 +1,5 @@
-"""The files people serve with: a GGUF LoRA adapter for llama.cpp, an Ollama Modelfile, a merged
-16-bit model, ``model_info.json``; and combining two adapters into one.
+"""The files people serve with: a GGUF LoRA adapter for llama.cpp, an Ollama Modelfile, the merged
+model (in the base's own dtype), ``model_info.json``; and combining two adapters into one.
 
 ``python -m remote.export export --adapter DIR --out DIR [--gguf] [--modelfile] [--merged] [--base M]``
 ``python -m remote.export merge-adapters A B --weights 0.7,0.3 --out C [--base M]``
@@ -137,8 +137,20 @@ def modelfile(out_dir: Path, base: str, adapter_gguf: str, adapter: Path) -> Pat
 # merged model -------------------------------------------------------------------------------------
 
 
-def merged_model(adapter: Path, out: Path, base: str, force: bool = False) -> Path:
+def base_dtype(base: str) -> Any:
+    """The dtype the base model's checkpoint is stored in (bf16 for most hub models), float32 when
+    its config does not say."""
     import torch
+
+    config = _base_config(base)
+    name = config.get("dtype") or config.get("torch_dtype") or "float32"
+    dtype = getattr(torch, str(name).removeprefix("torch."), None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
+
+
+def merged_model(adapter: Path, out: Path, base: str, force: bool = False) -> Path:
+    """The base with the adapter merged in, saved in the base's own dtype (a bf16 base stays bf16,
+    also when merged on a CPU)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -146,8 +158,7 @@ def merged_model(adapter: Path, out: Path, base: str, force: bool = False) -> Pa
     if (quant.get("load_in_4bit") or quant.get("bits") == 4) and not force:
         raise Refused(f"{base} is a 4-bit model: merging rounds the adapter into 4-bit weights and loses what it "
                       "learned; merge into the 16-bit base (--base) or pass --force")
-    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=base_dtype(base))
     model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(str(adapter) if (adapter / "tokenizer_config.json").exists() else base) \

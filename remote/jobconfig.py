@@ -44,7 +44,7 @@ class TrainConfig:
     gradient_checkpointing: bool | None = None
     seed: int = 42
     logging_steps: int = 1
-    #: None: on with transformers + peft (tested exact), off with Unsloth (its kernels are not checked here)
+    #: pack examples into full rows (None: on); with Unsloth, how many examples a padding-free step takes
     packing: bool | None = None
     eval_fraction: float = 0.05
     eval_datasets: list[str] = field(default_factory=list)

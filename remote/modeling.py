@@ -25,6 +25,8 @@ class Loaded:
     engine: str  # "unsloth" or "transformers+peft"
     device: str
     bf16: bool
+    #: Unsloth only: why its padding-free batches cannot be used with this model (None: they can)
+    padding_free_problem: str | None = None
 
 
 def pick_engine() -> tuple[str, str]:
@@ -59,22 +61,48 @@ def load_for_training(cfg: TrainConfig) -> Loaded:
 def _load_unsloth(cfg: TrainConfig, device: str) -> Loaded:
     from unsloth import FastLanguageModel, is_bfloat16_supported  # noqa: I001 (must precede transformers)
 
+    checkpointing = "unsloth" if cfg.gradient_checkpointing is not False else False
     model, _ = FastLanguageModel.from_pretrained(
         model_name=cfg.model, max_seq_length=cfg.max_seq_length, dtype=None, load_in_4bit=cfg.load_in_4bit
     )
     if cfg.from_adapter:
         from peft import PeftModel
 
+        # What Unsloth's own loader does with an adapter folder (unsloth/models/loader.py): the adapter
+        # loaded trainable, then patch_peft_model for its fused LoRA kernels and gradient checkpointing.
+        # The base is loaded from cfg.model, not from the adapter's config (which names the user's copy).
         model = PeftModel.from_pretrained(model, cfg.from_adapter, is_trainable=True)
+        model = FastLanguageModel.patch_peft_model(model, use_gradient_checkpointing=checkpointing)
     else:
         targets = UNSLOTH_TARGETS if cfg.target_modules == "all-linear" else cfg.target_modules
         model = FastLanguageModel.get_peft_model(
             model, r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=targets, bias="none",
-            use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing is not False else False,
+            target_modules=targets, bias="none", use_gradient_checkpointing=checkpointing,
             random_state=cfg.seed, use_rslora=False,  # llama.cpp scales by alpha/rank
         )
-    return Loaded(model, "unsloth", device, bool(is_bfloat16_supported()))
+    return Loaded(model, "unsloth", device, bool(is_bfloat16_supported()), unsloth_padding_free_problem(model))
+
+
+def unsloth_padding_free_problem(model: Any) -> str | None:
+    """Why Unsloth's padding-free path cannot take this model, asked the way Unsloth's own SFT trainer
+    asks it (unsloth/trainer.py: the forward must accept ``packed_seq_lengths``); None when it can."""
+    try:
+        from unsloth.trainer import _forward_accepts_packing_kwargs
+        from unsloth.utils.packing import enable_sample_packing  # noqa: F401 (what enable_... below calls)
+    except ImportError as exc:
+        return f"this Unsloth lacks its packing utilities ({exc})"
+    if not _forward_accepts_packing_kwargs(model):
+        return f"{type(model).__name__}.forward does not accept packed_seq_lengths"
+    return None
+
+
+def enable_unsloth_padding_free(model: Any, trainer: Any) -> None:
+    """Unsloth's own switch for packed batches (what its SFT trainer calls): lets a row exceed
+    max_seq_length and routes attention through its varlen kernels. The collator is rtrain's
+    FlatCollator, which already gives ``packed_seq_lengths`` (so Unsloth leaves it unwrapped)."""
+    from unsloth.utils.packing import enable_sample_packing
+
+    enable_sample_packing(model, trainer)
 
 
 def _load_peft(cfg: TrainConfig, device: str) -> Loaded:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
-import math
 import os
 import signal
 import sys
@@ -27,79 +25,30 @@ from remote.export import Refused
 from remote.formats import DatasetError
 from remote.jobconfig import ConfigError, TrainConfig, load_config
 
-CHECKPOINTS = Path("checkpoints")
+
+def peak_vram_gb() -> float | None:
+    """The most GPU memory torch reserved during the run (None off CUDA)."""
+    import torch
+
+    return round(torch.cuda.max_memory_reserved() / 2**30, 2) if torch.cuda.is_available() else None
 
 
-def training_arguments(cfg: TrainConfig, device: str, bf16: bool, has_eval: bool) -> Any:
-    from transformers import TrainingArguments
-
-    kwargs: dict[str, Any] = dict(
-        output_dir=str(CHECKPOINTS), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
-        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, lr_scheduler_type=cfg.lr_scheduler,
-        weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps,
-        save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500,
-        save_total_limit=cfg.save_total_limit,
-        eval_strategy="steps" if cfg.eval_steps and has_eval else "no", eval_steps=cfg.eval_steps,
-        report_to="none", seed=cfg.seed, use_cpu=device == "cpu", bf16=bf16, disable_tqdm=True,
-        remove_unused_columns=False, dataloader_num_workers=0,
-    )
-    params = inspect.signature(TrainingArguments.__init__).parameters
-    if cfg.warmup_steps:
-        kwargs["warmup_steps"] = cfg.warmup_steps
-    elif "warmup_ratio" in params:
-        kwargs["warmup_ratio"] = cfg.warmup_ratio
-    else:  # transformers >= 5: a float below 1 in warmup_steps is a ratio
-        kwargs["warmup_steps"] = cfg.warmup_ratio
-    return TrainingArguments(**kwargs)
+def final_eval_loss(trainer: Any) -> float:
+    """The evaluation at the last step: the scheduled one when it fell there (not run twice), else one
+    now (its ``eval`` event comes from the progress callback, once)."""
+    last = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), None)
+    if last is not None and last.get("step") == trainer.state.global_step:
+        return float(last["eval_loss"])
+    return float(trainer.evaluate()["eval_loss"])
 
 
-def progress_callback(events: EventWriter, collator: Any, start_fields: dict[str, Any]) -> Any:
-    """``start`` (with the step count the Trainer settled on), ``step`` per log, ``eval``, ``checkpoint``."""
-    from transformers import TrainerCallback
-
-    class EmitProgress(TrainerCallback):  # type: ignore[misc]
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.t0, self.first_step = time.monotonic(), state.global_step
-            events.emit("start", total_steps=state.max_steps, resumed_from_step=state.global_step or None,
-                        **start_fields)
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            logs = logs or {}
-            if "loss" not in logs or state.global_step == 0:
-                return
-            elapsed = time.monotonic() - self.t0
-            done, step, total = state.global_step - self.first_step, state.global_step, state.max_steps
-            events.emit(
-                "step", step=step, total_steps=total, epoch=round(state.epoch or 0.0, 4), loss=float(logs["loss"]),
-                lr=float(logs.get("learning_rate", 0.0)),
-                grad_norm=float(logs["grad_norm"]) if logs.get("grad_norm") is not None else None,
-                tokens_per_s=round(collator.tokens_seen / elapsed, 1) if elapsed > 0 else None,
-                eta_s=round(elapsed / max(done, 1) * (total - step), 1),
-            )
-
-        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any) -> None:
-            loss = (metrics or {}).get("eval_loss")
-            if loss is not None:
-                events.emit("eval", step=state.global_step, eval_loss=float(loss), perplexity=_perplexity(loss))
-
-        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            events.emit("checkpoint", step=state.global_step,
-                        path=str(CHECKPOINTS / f"checkpoint-{state.global_step}"))
-
-    return EmitProgress()
-
-
-def _perplexity(loss: float) -> float | None:
-    return round(math.exp(loss), 4) if loss < 50 else None
-
-
-def newest_checkpoint() -> str | None:
-    """The newest complete checkpoint: the Trainer writes trainer_state.json last, so a folder without
-    it was cut short (the trainer was killed while saving) and is skipped."""
-    found = [p for p in CHECKPOINTS.glob("checkpoint-*")
-             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
-    return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
+def name_the_base(adapter: Path, name: str) -> None:
+    """``adapter_config.json`` names the base as the user gave it (a hub id, a folder on their machine),
+    not the folder it was rebuilt in on the pod: the adapter then loads anywhere the user has the base."""
+    path = adapter / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = name
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def write_samples(model: Any, tokenizer: Any, eval_examples: list[Any], count: int, path: Path) -> int:
@@ -177,30 +126,39 @@ def prepare_data(cfg: TrainConfig) -> Prepared:
 
 
 def run(cfg: TrainConfig, events: EventWriter) -> dict[str, Any]:
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
-    from remote.data import PackedCollator, PadCollator, pack
-    from remote.modeling import count_parameters, load_for_training
+    from remote.modeling import count_parameters, enable_unsloth_padding_free, load_for_training
     from remote.outputs import publish, staging_dir, write_json
+    from remote.trainer import (
+        TokenCounts,
+        counting_trainer,
+        newest_checkpoint,
+        perplexity,
+        plan_batches,
+        progress_callback,
+        training_arguments,
+    )
 
     set_seed(cfg.seed)
     prepared = prepare_data(cfg)
     tokenizer, data, eval_data = prepared.tokenizer, prepared.data, prepared.eval_data
     loaded = load_for_training(cfg)
-    packing = cfg.packing if cfg.packing is not None else loaded.engine != "unsloth"
-    collator = (PackedCollator if packing else PadCollator)(tokenizer.pad_token_id)
-    train_set = pack(data.items, cfg.max_seq_length) if packing else data.items
-    eval_set = None
-    if eval_data and eval_data.items:
-        eval_set = pack(eval_data.items, cfg.max_seq_length) if packing else eval_data.items
+    batches = plan_batches(cfg, loaded.engine, tokenizer.pad_token_id, data, eval_data, loaded.padding_free_problem)
+    for note in batches.notes:
+        print(f"[trainer] {note}", file=sys.stderr)
     trainable, total = count_parameters(loaded.model)
     start_fields = dict(engine=loaded.engine, device=loaded.device, trainable_params=trainable, total_params=total,
-                        packing=packing, rows=len(train_set), eval_examples=len(eval_data.items) if eval_data else 0,
-                        chatml_fallback=prepared.chatml_fallback,
-                        **data.summary())
-    args = training_arguments(cfg, loaded.device, loaded.bf16, eval_set is not None)
-    trainer = Trainer(model=loaded.model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      data_collator=collator, callbacks=[progress_callback(events, collator, start_fields)])
+                        packing=batches.packing, batch_layout=batches.layout, rows=len(batches.train),
+                        eval_examples=len(eval_data.items) if eval_data else 0,
+                        chatml_fallback=prepared.chatml_fallback, **data.summary())
+    counts = TokenCounts()
+    trainer = counting_trainer(
+        counts, model=loaded.model, args=training_arguments(cfg, loaded.device, loaded.bf16, batches.eval is not None),
+        train_dataset=batches.train, eval_dataset=batches.eval, data_collator=batches.collator,
+        callbacks=[progress_callback(events, counts, start_fields)])
+    if loaded.engine == "unsloth" and loaded.padding_free_problem is None:
+        enable_unsloth_padding_free(loaded.model, trainer)
     resume = newest_checkpoint()
     t0 = time.monotonic()
     result = trainer.train(resume_from_checkpoint=resume)
@@ -209,25 +167,24 @@ def run(cfg: TrainConfig, events: EventWriter) -> dict[str, Any]:
 
     metrics: dict[str, Any] = {
         "engine": loaded.engine, "device": loaded.device, "steps": trainer.state.global_step,
-        "epochs": trainer.state.epoch, "first_loss": losses[0] if losses else None,
+        "epochs_trained": round(trainer.state.epoch or 0.0, 4), "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None, "train_loss": result.training_loss,
-        "runtime_s": round(runtime, 3), "tokens_seen": collator.tokens_seen,
-        "tokens_per_s": round(collator.tokens_seen / runtime, 1) if runtime > 0 else None,
-        "packing": packing, "padding_waste": round(collator.pad_seen / max(collator.pad_seen + collator.tokens_seen,
-                                                                           1), 4),
+        "runtime_s": round(runtime, 3), "tokens_trained": counts.real,
+        "tokens_per_s": round(counts.real / runtime, 1) if runtime > 0 else None,
+        "packing": batches.packing, "batch_layout": batches.layout, "padding_waste": counts.padding_waste,
         "resumed_from": resume, "trainable_params": trainable, "total_params": total, "data": data.summary(),
-        "config": dataclasses.asdict(cfg),
+        "peak_vram_gb": peak_vram_gb(), "config": dataclasses.asdict(cfg),
     }
     staging = staging_dir(Path(cfg.output_dir))
-    if eval_set is not None:
-        eval_loss = float(trainer.evaluate()["eval_loss"])
-        metrics.update(eval_loss=eval_loss, perplexity=_perplexity(eval_loss),
+    if batches.eval is not None:
+        eval_loss = final_eval_loss(trainer)
+        metrics.update(eval_loss=eval_loss, perplexity=perplexity(eval_loss),
                        eval_examples=len(eval_data.items) if eval_data else 0)
-        events.emit("eval", step=trainer.state.global_step, eval_loss=eval_loss, perplexity=_perplexity(eval_loss))
         loaded.model.eval()
         metrics["samples"] = write_samples(loaded.model, tokenizer, prepared.eval_examples, cfg.eval_samples,
                                            staging / "samples.jsonl")
     loaded.model.save_pretrained(staging / "adapter")
+    name_the_base(staging / "adapter", cfg.model_name or cfg.model)
     tokenizer.save_pretrained(staging / "adapter")
     if cfg.exports:
         from remote.export import export

@@ -127,3 +127,19 @@ def test_merge_adapters_is_the_exact_weighted_sum(tiny_model: Path, tmp_path: Pa
     assert torch.allclose(wc - base, 0.7 * (wa - base) + 0.3 * (wb - base), atol=1e-5)
     bad = cli("merge-adapters", str(a), str(b), "--weights", "0.7", "--out", str(tmp_path / "d"))
     assert bad.code == 2 and "1 weights for 2 adapters" in bad.err
+
+
+def test_merged_keeps_the_bases_bf16_on_a_cpu(tiny_model: Path, tmp_path: Path, cli) -> None:
+    from safetensors import safe_open
+
+    bf16_base = tmp_path / "tiny-bf16"
+    transformers.AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16).save_pretrained(bf16_base)
+    transformers.AutoTokenizer.from_pretrained(tiny_model).save_pretrained(bf16_base)
+    adapter = make_adapter(bf16_base, tmp_path / "a", seed=6)
+    result = cli("export", str(adapter), "--merged", "--base", str(bf16_base), "--out", str(tmp_path / "m"))
+    assert result.code == 0, result.err
+    with safe_open(str(tmp_path / "m" / "merged" / "model.safetensors"), "pt") as f:
+        dtypes = {f.get_tensor(k).dtype for k in f.keys()}
+    assert dtypes == {torch.bfloat16}
+    config = json.loads((tmp_path / "m" / "merged" / "config.json").read_text())
+    assert (config.get("dtype") or config.get("torch_dtype")) == "bfloat16"

@@ -47,6 +47,9 @@ def test_full_run_trains_over_ssh_and_terminates_the_pod(runpod: FakeRunPod, hom
     verify_manifest(out)
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert (out / "logs" / "train.log").is_file()
+    # the adapter names its base as this machine has it, not as the pod had it
+    adapter_config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(home_with_tiny / "models" / "rtrain-tiny")
 
     # what the create call asked for: variables, our image, 22/tcp, the job's keys
     deploy = next(c for c in runpod.calls if "podFindAndDeployOnDemand" in c["query"])

@@ -13,6 +13,9 @@ from conftest import ROOT, SAMPLE, chat, write_jsonl
 
 from remote.data import (
     IGNORE,
+    PAD_TOKENS,
+    REAL_TOKENS,
+    FlatCollator,
     PackedCollator,
     PadCollator,
     Sourced,
@@ -113,7 +116,7 @@ def test_collator_pads_and_counts_real_tokens() -> None:
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE, 6, 7], [8, IGNORE, IGNORE]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
-    assert collate.tokens_seen == 4
+    assert (batch[REAL_TOKENS], batch[PAD_TOKENS]) == (4, 2)
 
 
 def run_trainer(job_dir: Path, job: dict) -> tuple[int, list[dict]]:
@@ -237,13 +240,13 @@ def test_packing_fills_rows_without_crossing_examples(tokenizer) -> None:
     assert len(starts) >= len(bins[0])  # every example restarts at position 0 (padding after the last too)
     assert all(labels[i] == IGNORE for i in starts)  # no example learns the next one's first token
     assert row.shape[0] == batch["input_ids"].shape[1]
-    padded = PadCollator(pad_id=0)
-    for i in range(0, len(data.items), 8):
-        padded(data.items[i:i + 8])
-    for i in range(0, len(bins), 2):
-        collate(bins[i:i + 2])
-    waste = lambda c: c.pad_seen / (c.pad_seen + c.tokens_seen)  # noqa: E731
-    assert waste(collate) < 0.1 < waste(padded)
+    def waste(collator, batches) -> float:
+        collated = [collator(b) for b in batches]
+        pad = sum(b[PAD_TOKENS] for b in collated)
+        return pad / (pad + sum(b[REAL_TOKENS] for b in collated))
+
+    padded = waste(PadCollator(pad_id=0), [data.items[i:i + 8] for i in range(0, len(data.items), 8)])
+    assert waste(collate, [bins[i:i + 2] for i in range(0, len(bins), 2)]) < 0.1 < padded
 
 
 def test_a_packed_row_computes_exactly_what_separate_rows_do(tiny_model: Path, tokenizer) -> None:
@@ -264,3 +267,77 @@ def test_a_packed_row_computes_exactly_what_separate_rows_do(tiny_model: Path, t
             n = len(item["input_ids"])
             assert torch.allclose(logits[at:at + n], alone, atol=1e-4)
             at += n
+
+
+def test_unsloth_batches_are_one_row_with_lengths_and_no_mask_or_padding(tokenizer) -> None:
+    # the batch Unsloth's own SFT path makes (TRL's padding-free collator + packed_seq_lengths), whether a
+    # step's items are packed bins or single examples
+    examples, _ = load_examples([str(SAMPLE)], None, seed=0)
+    items = tokenize_all(tokenizer, examples[:40], 256, {}).items
+    bins = pack(items, 256)[:2]
+    for batch_items in (bins, items[:3]):
+        batch = FlatCollator(tokenizer.pad_token_id)(batch_items)
+        flat = [ex for b in batch_items for ex in (b if isinstance(b, list) else [b])]
+        lengths = [len(ex["input_ids"]) for ex in flat]
+        assert batch["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in batch
+        assert batch["packed_seq_lengths"].tolist() == lengths
+        assert str(batch["packed_seq_lengths"].dtype) == "torch.int32"
+        assert batch["position_ids"][0].tolist() == [p for n in lengths for p in range(n)]
+        assert batch["input_ids"][0].tolist() == [t for ex in flat for t in ex["input_ids"]]
+        starts = [sum(lengths[:i]) for i in range(len(lengths))]
+        labels = batch["labels"][0].tolist()
+        assert all(labels[s] == IGNORE for s in starts)  # no example learns the next one's first token
+        assert labels == [IGNORE if i in starts else t for i, t in enumerate(t for ex in flat for t in ex["labels"])]
+        assert (batch[REAL_TOKENS], batch[PAD_TOKENS]) == (sum(lengths), 0)
+
+
+def test_a_flat_row_computes_exactly_what_separate_rows_do(tiny_model: Path, tokenizer) -> None:
+    import torch
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model)
+    model.config.use_cache = False
+    examples = [Sourced("t", i, chat(("user", q), ("assistant", a)))
+                for i, (q, a) in enumerate([("What is 2 plus 2?", "4."), ("Name a colour.", "Blue."),
+                                            ("Say hi", "Hi!")])]
+    items = tokenize_all(tokenizer, examples, 256, {}).items
+    batch = FlatCollator(tokenizer.pad_token_id)([[items[0], items[1]], items[2]])
+    inputs = {k: v for k, v in batch.items() if k not in (REAL_TOKENS, PAD_TOKENS)}
+    with torch.no_grad():
+        logits = model(**inputs).logits[0]
+        at = 0
+        for item in items:
+            alone = model(input_ids=torch.tensor([item["input_ids"]])).logits[0]
+            n = len(item["input_ids"])
+            assert torch.allclose(logits[at:at + n], alone, atol=1e-4)
+            at += n
+
+
+def test_each_engine_gets_its_batches() -> None:
+    from types import SimpleNamespace
+
+    from remote.jobconfig import TrainConfig
+    from remote.trainer import plan_batches
+
+    data = SimpleNamespace(items=[{"input_ids": [1, 2], "labels": [1, 2]}] * 4)
+    cfg = TrainConfig(job_id="x", model="m", datasets=["d"], max_seq_length=16)
+    assert isinstance(plan_batches(cfg, "unsloth", 0, data, None).collator, FlatCollator)
+    assert isinstance(plan_batches(cfg, "transformers+peft", 0, data, None).collator, PackedCollator)
+    fallback = plan_batches(cfg, "unsloth", 0, data, None, padding_free_problem="no packed_seq_lengths")
+    assert type(fallback.collator) is PadCollator and not fallback.packing
+    assert "no packed_seq_lengths" in fallback.notes[0]
+    cfg.packing = False
+    assert type(plan_batches(cfg, "transformers+peft", 0, data, None).collator) is PadCollator
+
+
+def test_metrics_count_the_tokens_trained_not_the_batches_fetched(tmp_path: Path, tiny_model: Path) -> None:
+    # every example the same length: what was trained is exactly steps x batch x accumulation x length
+    data = write_jsonl(tmp_path / "same.jsonl", [{"text": "one two three four five six seven"}] * 40)
+    job = {"job_id": "t", "model": str(tiny_model), "datasets": [str(data)], "max_steps": 3, "batch_size": 2,
+           "grad_accum": 2, "packing": False, "eval_fraction": 0}
+    code, events = run_trainer(tmp_path, job)
+    assert code == 0, events
+    metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
+    per_example = metrics["data"]["tokens"] // metrics["data"]["used"]
+    assert metrics["tokens_trained"] == 3 * 2 * 2 * per_example
+    assert metrics["steps"] == 3 and metrics["epochs_trained"] == pytest.approx(12 / 40)
+    assert [e["event"] for e in events].count("eval") == 0

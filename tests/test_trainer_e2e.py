@@ -35,7 +35,8 @@ def test_eval_checkpoints_and_samples(home_with_tiny: Path, cli_proc) -> None:
     assert all(s["expected"] and isinstance(s["generated"], str) and s["prompt"][-1]["role"] == "user"
                for s in samples)
     kinds = [e["event"] for e in events_of(out)]
-    assert kinds.count("checkpoint") == 2 and kinds.count("eval") >= 2
+    assert kinds.count("checkpoint") == 2
+    assert [e["step"] for e in events_of(out) if e["event"] == "eval"] == [10, 20]  # the last one not twice
     assert "eval at step 10" in result.err and "checkpoint at step 10" in result.err
 
 
@@ -110,7 +111,10 @@ def test_exports_at_the_end_of_training_are_verified_outputs(home_with_tiny: Pat
     files = verify_manifest(out)
     assert {"export/adapter.gguf", "export/Modelfile", "export/model_info.json"} <= set(files)
     info = json.loads((out / "export" / "model_info.json").read_text())
-    assert info["base_model"] == "rtrain-tiny" and info["training"]["steps"] == 3
+    # the base is named where this machine has it (rtrain-tiny is built into RTRAIN_HOME)
+    tiny = str(home_with_tiny / "models" / "rtrain-tiny")
+    assert info["base_model"] == tiny and info["training"]["steps"] == 3
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == tiny
 
 
 def test_a_tokenizer_without_a_chat_template_gets_chatml_and_the_user_is_told(home_with_tiny: Path, cli_proc,
