@@ -27,7 +27,47 @@ def _err(message: str) -> None:
     click.echo(f"error: {message}", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """Imports a command's module only when that command runs (``rtrain --help`` imports none of them:
+    each one's one-line help is kept here)."""
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            import importlib
+
+            module, _, attr = self.lazy[cmd_name][0].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, self.lazy[name][1] if name in self.lazy else self.commands[name].get_short_help_str(70))
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+#: command -> (where it lives, its one-line help for `rtrain --help`)
+LAZY = {
+    "ls": ("launcher.cli_jobs:list_jobs", "List jobs, newest last (and, with --pods, the machines providers run)."),
+    "show": ("launcher.cli_jobs:show", "Show one job: its spec, outcome and events."),
+    "logs": ("launcher.cli_jobs:logs", "Print a job's trainer log (from its machine while it runs)."),
+    "gpus": ("launcher.cli_cost:gpus", "The GPUs rtrain knows, RunPod and Lambda side by side, with prices."),
+    "cost": ("launcher.cli_cost:cost", "What a job will cost on each provider and GPU, before anything is rented."),
+    "export": ("launcher.cli_export:export_cmd", "Make serving files from a job's adapter: GGUF, Modelfile, merged."),
+    "merge-adapters": ("launcher.cli_export:merge_adapters_cmd",
+                       "Combine adapters into one whose update is exactly the weighted sum."),
+}
+
+
+@click.group(cls=LazyGroup, lazy=LAZY, context_settings={"help_option_names": ["-h", "--help"],
+                                                         "max_content_width": 100})
 def cli() -> None:
     """rtrain: fine-tune chat LLMs (LoRA/QLoRA) on a rented GPU, or this machine, with one command."""
 
@@ -45,7 +85,7 @@ def version() -> None:
 @click.option("--output", metavar="DIR", help="Where the adapter lands [default: runs/<job-id>].")
 @click.option("--detach", is_flag=True, help="Start the trainer and return; come back with `rtrain resume`.")
 @click.option("--keep-pod", is_flag=True, help="Leave the machine running after the job.")
-@click.option("--pod", "reuse_pod", metavar="POD_ID", help="Run on a pod an earlier job kept (--keep-pod).")
+@click.option("--pod", "reuse_pod", metavar="POD_ID", help="Run on a machine an earlier job kept (--keep-pod).")
 @click.option("--watchdog", metavar="DURATION",
               help="Let the pod end itself when the finished job goes unfollowed this long (e.g. 30m).")
 @click.option("--gguf", "export_gguf", is_flag=True, help="Also make a llama.cpp GGUF adapter at the end.")
@@ -59,6 +99,10 @@ def launch(local: bool, backend: str | None, template: str | None, output: str |
            detach: bool, keep_pod: bool, force: bool, yes: bool, as_json: bool, export_gguf: bool,
            export_modelfile: bool, export_merged: bool, s3: str | None, **flags: Any) -> None:
     """Validate, estimate, provision, upload, train, download the adapter, tear down."""
+    from launcher.errors import RtrainError
+    from launcher.job import launch as run_launch
+    from launcher.ui import Reporter
+
     values = job_values(local, backend, datasets, flags, default_cloud=False)
     if s3:
         values["s3"] = s3
@@ -68,48 +112,15 @@ def launch(local: bool, backend: str | None, template: str | None, output: str |
                                      ("merged", export_merged)) if on]
     if exports:
         values["exports"] = exports
-    _run_job(values, template, detach=detach, keep_pod=keep_pod, force=force, yes=yes, as_json=as_json)
-
-
-def _run_job(values: dict[str, Any], template: str | None, *, detach: bool, keep_pod: bool, force: bool,
-             yes: bool, as_json: bool) -> None:
-    from launcher.bundle import training_stack_missing
-    from launcher.errors import RtrainError, UsageError
-    from launcher.job import Lifecycle, create_job
-    from launcher.plan import validate
-    from launcher.ui import Reporter
-
-    settings = load_settings()
-    ui = Reporter()
-    plan = validate(values, template, settings)
-    if plan.spec.backend == "local":
-        missing = training_stack_missing(settings.local_python)
-        if missing:
-            raise UsageError(f"the local backend needs the training stack ({', '.join(missing)} missing): "
-                             "pip install 'rtrain[train]'")
-    for note in plan.notes:
-        ui.info(note)
-    for summary in plan.datasets.files:
-        ui.info(summary.describe())
     registry = open_registry()
-    estimate = None
-    if plan.spec.reuse_pod:
-        from launcher.job import owning_job
-
-        owning_job(registry, plan.spec.reuse_pod)  # a usage error, before anything is recorded
-    elif plan.spec.backend != "local":
-        from launcher.cli_cost import confirm_launch
-
-        estimate = confirm_launch(plan, settings, ui, force=force, yes=yes)
-    create_job(plan, registry)
-    if estimate is not None:
-        registry.add_event(plan.job_id, "estimate", estimate["summary"], estimate)
-    lifecycle = Lifecycle(plan.job_id, settings, registry, ui, keep_pod=keep_pod, detach=detach)
+    known = {r.id for r in registry.jobs()}
     try:
-        rec = lifecycle.run()
+        rec = run_launch(values, template, settings=load_settings(), registry=registry, ui=Reporter(),
+                         detach=detach, keep_pod=keep_pod, force=force, yes=yes)
     except RtrainError:
-        if as_json:
-            click.echo(json.dumps(_public(registry.get(plan.job_id))))
+        created = [r for r in registry.jobs() if r.id not in known]
+        if as_json and created:
+            click.echo(json.dumps(_public(created[-1])))
         raise
     _report(rec, as_json)
 
@@ -160,53 +171,11 @@ def resume(job: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("target")
 def down(target: str) -> None:
-    """Terminate a job's machine (by job id, name or pod id), or an rtrain pod no job here knows."""
-    import time
+    """End a job's machine (by job id, name or machine id), or an rtrain machine or leftover no job here
+    knows."""
+    from launcher.teardown import down as end
 
-    from launcher.backends import get_backend
-    from launcher.errors import UsageError
-    from launcher.keys import delete_job_keys
-    from launcher.teardown import terminate_with_retries
-
-    registry, settings = open_registry(), load_settings()
-    try:
-        rec = registry.get(target)
-    except KeyError as exc:
-        if "several" in str(exc.args[0]):
-            raise UsageError(str(exc.args[0])) from None
-        _down_orphan(target, settings)
-        return
-    if rec.pod_id is None:
-        click.echo(f"job {rec.id} has no pod")
-        return
-    terminate_with_retries(get_backend(rec.backend, settings), rec.pod_id)
-    now = time.time()
-    values: dict[str, Any] = {"finished_at": rec.finished_at or now}
-    if rec.price_per_hr is not None and rec.started_at is not None:
-        values["cost_usd"] = round(rec.price_per_hr * (now - rec.started_at) / 3600, 4)  # it billed until now
-    if rec.status == "running":
-        values.update(status="interrupted", error="stopped by rtrain down")
-    elif (rec.error or "").startswith("LEAK RISK"):
-        values["error"] = rec.error.removeprefix("LEAK RISK: ") + " (terminated later by rtrain down)"
-    registry.update(rec.id, **values)
-    registry.add_event(rec.id, "down", f"pod {rec.pod_id} terminated by rtrain down")
-    delete_job_keys(settings.rtrain_home(), rec.id)
-    click.echo(f"terminated {rec.pod_id} (job {rec.id})")
-
-
-def _down_orphan(pod_id: str, settings: Any) -> None:
-    """A pod no job of this machine knows (another laptop's, a lost registry): end it if it is ours."""
-    from launcher.backends import get_backend
-    from launcher.errors import UsageError
-
-    if settings.runpod_api_key is None:
-        raise UsageError(f"no job {pod_id!r} here, and no RUNPOD_API_KEY to look for a pod with that id")
-    backend = get_backend("runpod", settings)
-    pod = backend.get(pod_id)
-    if pod is None or not pod.name.startswith("rtrain-"):
-        raise UsageError(f"no job {pod_id!r} here, and RunPod has no rtrain pod with that id")
-    backend.terminate(pod.id)
-    click.echo(f"terminated {pod.id} ({pod.name}, not a job of this machine)")
+    click.echo(end(target, load_settings(), open_registry()))
 
 
 @cli.command()
@@ -236,18 +205,6 @@ def init_tiny_model(directory: str) -> None:
            "--data", str(sample_dataset())]
     if subprocess.run(cmd, env=env).returncode != 0:
         raise TrainingError("building the tiny model failed (is rtrain[train] installed?)")
-
-
-def _register_commands() -> None:
-    from launcher.cli_cost import cost, gpus
-    from launcher.cli_export import export_cmd, merge_adapters_cmd
-    from launcher.cli_jobs import list_jobs, logs, show
-
-    for command in (list_jobs, show, logs, gpus, cost, export_cmd, merge_adapters_cmd):
-        cli.add_command(command)
-
-
-_register_commands()
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:

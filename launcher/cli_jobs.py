@@ -27,7 +27,7 @@ def list_jobs(as_json: bool, pods: bool) -> None:
     live = _live_pods(jobs) if pods else None
     if as_json:
         listed = [r.public() for r in jobs]
-        click.echo(json.dumps({"jobs": listed, "pods": live} if pods else listed))
+        click.echo(json.dumps({"jobs": listed, **live} if live is not None else listed))
         return
     if live is not None:
         _print_pods(live)
@@ -54,37 +54,46 @@ _STATUS_COLOUR = {"succeeded": "green", "failed": "red", "interrupted": "yellow"
                   "LEAK RISK": "red"}
 
 
-def _live_pods(jobs: list[JobRecord]) -> list[dict[str, Any]]:
-    """rtrain's pods that providers with a key set still run, matched to this machine's jobs."""
-    from launcher.backends import get_backend
+def _live_pods(jobs: list[JobRecord]) -> dict[str, Any]:
+    """rtrain's machines and leftovers on every provider with a key, matched to this machine's jobs."""
+    from launcher.backends import live_pods
 
-    settings = load_settings()
+    pods, leftovers, notes = live_pods(load_settings())
     by_pod = {j.pod_id: j.id for j in jobs if j.pod_id}
     by_name = {j.pod_name: j.id for j in jobs if j.pod_name}
-    found = []
-    if settings.runpod_api_key is not None:
-        for pod in get_backend("runpod", settings).list():
-            found.append({"backend": "runpod", "pod_id": pod.id, "name": pod.name, "status": pod.status,
-                          "price_per_hr": pod.price_per_hr,
-                          "job_id": by_pod.get(pod.id) or by_name.get(pod.name)})
-    return found
+    return {
+        "pods": [{"backend": backend, "pod_id": pod.id, "name": pod.name, "status": pod.status,
+                  "price_per_hr": pod.price_per_hr, "job_id": by_pod.get(pod.id) or by_name.get(pod.name)}
+                 for backend, pod in pods],
+        "leftovers": [{"backend": x.backend, "kind": x.kind, "id": x.id, "name": x.name} for x in leftovers],
+        "notes": notes,
+    }
 
 
-def _print_pods(pods: list[dict[str, Any]]) -> None:
-    if not pods:
-        click.echo("no rtrain pod is running on any provider with a key set\n")
+def _print_pods(live: dict[str, Any]) -> None:
+    for note in live["notes"]:
+        click.echo(note)
+    pods, leftovers = live["pods"], live["leftovers"]
+    if not pods and not leftovers:
+        click.echo("no rtrain machine is running on any provider with a key set\n")
         return
-    click.echo(click.style(f"{len(pods)} rtrain pod(s) up, billing:", bold=True))
+    if pods:
+        click.echo(click.style(f"{len(pods)} rtrain machine(s) up, billing:", bold=True))
     for p in pods:
         owner = f"job {p['job_id']}" if p["job_id"] else click.style("no job here: `rtrain down " + p["pod_id"] + "`",
                                                                      fg="red")
         click.echo(f"  {p['backend']:<7} {p['pod_id']:<16} {p['name']:<32} {p['status']:<10} "
                    f"${p['price_per_hr']:.2f}/hr  {owner}")
+    for x in leftovers:
+        click.echo(click.style(f"  {x['backend']:<7} {x['kind']} {x['name']} left registered: "
+                               f"`rtrain down {x['name']}`", fg="red"))
     click.echo("")
 
 
 def _status_word(rec: JobRecord) -> str:
-    return "LEAK RISK" if (rec.error or "").startswith("LEAK RISK") else rec.status
+    from launcher.state import LEAK_RISK
+
+    return "LEAK RISK" if rec.status == LEAK_RISK else rec.status
 
 
 @click.command()
@@ -135,9 +144,11 @@ def logs(job: str, show_events: bool, follow: bool) -> None:
     rec = find_job(registry, job)
     name = EVENTS if show_events else LOG
     saved = Path(rec.output_dir or "") / "logs" / name
-    backend = get_backend(rec.backend, load_settings())
-    pod = backend.get(rec.pod_id) if rec.pod_id else None
-    if pod is not None and rec.workdir:
+    from launcher.backends import AUTO
+
+    backend = get_backend(rec.backend, load_settings()) if rec.backend != AUTO else None
+    pod = backend.get(rec.pod_id) if backend is not None and rec.pod_id else None
+    if backend is not None and pod is not None and rec.workdir:
         from launcher.keys import load_job_keys
         from launcher.transfer import read_from
 

@@ -8,16 +8,19 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from launcher.backends import AUTO, REGISTRY
+
 if TYPE_CHECKING:
     from launcher.config import Settings
     from launcher.state import JobRecord, Registry
 
 _JOB_OPTIONS = [
     click.option("--local", "local", is_flag=True, help="Run on this machine (same as --backend local)."),
-    click.option("--backend", type=click.Choice(["local", "runpod", "lambda"]),
-                 help="Where to run [default: local; runpod when --gpu is given]."),
+    click.option("--backend", type=click.Choice([*REGISTRY, AUTO]),
+                 help="Where to run [default: local; auto (the cheapest provider with a key) when --gpu is given]."),
     click.option("--gpu", metavar="NAME[,NAME...][:COUNT]",
                  help="GPU type(s) in order of preference, and count: h100, h100,a100:2 (`rtrain gpus`)."),
+    click.option("--region", metavar="NAME", help="The provider's region (Lambda) or data center (RunPod) to use."),
     click.option("--model", metavar="ID_OR_PATH", help="Hub id or local folder [default: the template's]."),
     click.option("--dataset", "datasets", multiple=True, metavar="PATH", help="JSONL dataset (repeatable)."),
     click.option("--template", metavar="NAME", help="Run preset from templates/ (see `rtrain templates`)."),
@@ -60,9 +63,9 @@ def job_values(local: bool, backend: str | None, datasets: tuple[str, ...], flag
     values = {k: v for k, v in flags.items() if v is not None and v != ()}
     if "eval_datasets" in values:
         values["eval_datasets"] = list(values["eval_datasets"])
-    # --gpu (or --pod) alone means a cloud GPU: RunPod, unless a backend is named
+    # --gpu (or --pod) alone means a cloud GPU: the cheapest provider with a key, unless one is named
     cloud = default_cloud or values.get("gpu") or values.get("reuse_pod")
-    values["backend"] = "local" if local else (backend or ("runpod" if cloud else "local"))
+    values["backend"] = "local" if local else (backend or (AUTO if cloud else "local"))
     if datasets:
         values["datasets"] = list(datasets)
     return values

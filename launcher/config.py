@@ -20,9 +20,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from launcher.errors import UsageError
 from launcher.paths import DEFAULT_HOME, ensure_private_dir
+from remote.jobconfig import BOUNDS
 
-Backend = Literal["local", "runpod", "lambda"]
-BACKENDS: tuple[str, ...] = ("local", "runpod", "lambda")
+#: the registered backends (launcher/backends/__init__.py: REGISTRY), and auto
+Backend = Literal["local", "runpod", "lambda", "auto"]
 
 #: The model rtrain builds itself (``rtrain init-tiny-model``); no hub needed.
 TINY_MODEL = "rtrain-tiny"
@@ -90,13 +91,14 @@ FLAG_OF = {
     "save_total_limit": "--save-total-limit",
     "from_adapter": "--from-adapter",
     "s3": "--s3",
+    "region": "--region",
 }
 
 
 class JobSpec(BaseModel):
     """Everything a job needs, validated once, for every backend. Templates use the same keys."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     backend: Backend = "local"
     gpu: list[str] = Field(default_factory=list)
@@ -104,40 +106,42 @@ class JobSpec(BaseModel):
     model: str = Field(min_length=1)
     datasets: list[str] = Field(min_length=1)
     template: str | None = None
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, gt=0)
-    max_samples: int | None = Field(None, gt=0)
-    lr: float = Field(2e-4, gt=0, lt=1)
+    epochs: float = Field(1.0, **BOUNDS["epochs"])
+    max_steps: int | None = Field(None, **BOUNDS["max_steps"])
+    max_samples: int | None = Field(None, **BOUNDS["max_samples"])
+    lr: float = Field(2e-4, **BOUNDS["lr"])
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    lora_rank: int = Field(8, gt=0, le=1024)
-    lora_alpha: int | None = Field(None, gt=0)
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    warmup_ratio: float = Field(0.03, **BOUNDS["warmup_ratio"])
+    warmup_steps: int = Field(0, **BOUNDS["warmup_steps"])
+    weight_decay: float = Field(0.0, **BOUNDS["weight_decay"])
+    lora_rank: int = Field(8, **BOUNDS["lora_rank"])
+    lora_alpha: int | None = Field(None, **BOUNDS["lora_alpha"])
+    lora_dropout: float = Field(0.0, **BOUNDS["lora_dropout"])
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
-    max_seq_length: int = Field(2048, gt=8)
-    batch_size: int = Field(1, gt=0)
-    grad_accum: int = Field(1, gt=0)
+    max_seq_length: int = Field(2048, **BOUNDS["max_seq_length"])
+    batch_size: int = Field(1, **BOUNDS["batch_size"])
+    grad_accum: int = Field(1, **BOUNDS["grad_accum"])
     load_in_4bit: bool = False
     gradient_checkpointing: bool | None = None
     seed: int = 42
     packing: bool | None = None
-    eval_fraction: float = Field(0.05, ge=0, lt=1)
+    eval_fraction: float = Field(0.05, **BOUNDS["eval_fraction"])
     eval_datasets: list[str] = Field(default_factory=list)
-    eval_steps: int | None = Field(None, gt=0)
-    eval_samples: int = Field(3, ge=0, le=100)
-    save_steps: int | None = Field(None, gt=0)
-    save_total_limit: int = Field(2, gt=0)
+    eval_steps: int | None = Field(None, **BOUNDS["eval_steps"])
+    eval_samples: int = Field(3, **BOUNDS["eval_samples"])
+    save_steps: int | None = Field(None, **BOUNDS["save_steps"])
+    save_total_limit: int = Field(2, **BOUNDS["save_total_limit"])
     from_adapter: str | None = None
     exports: list[Literal["gguf", "modelfile", "merged"]] = Field(default_factory=list)
     #: push the verified outputs to s3://bucket/prefix/<job-id>/ at the end
     s3: str | None = Field(None, pattern=r"^s3://[^/]+(/.*)?$")
     #: run on this existing pod (one a job of this machine kept) instead of creating one
     reuse_pod: str | None = None
+    #: the provider's region (Lambda Cloud) or data center (RunPod) to rent in; None: any with capacity
+    region: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     #: seconds after which the pod's watchdog ends a finished job nobody follows (None: off)
     watchdog_s: int | None = Field(None, ge=60)
-    logging_steps: int = Field(1, gt=0)
+    logging_steps: int = Field(1, **BOUNDS["logging_steps"])
     name: str | None = Field(None, max_length=48)
     output_dir: str | None = None
 

@@ -196,14 +196,31 @@ def peak_vram_gb(shape: ModelShape, spec: JobSpec) -> float:
     return (weights + adapters + one_layer + checkpoints) * FRAGMENTATION / 1e9 + CONTEXT_GB
 
 
+@dataclass(frozen=True)
+class Offer:
+    """A GPU as one provider rents it, at its on-demand price per GPU-hour (None: unknown)."""
+
+    provider: str
+    gpu: GPU
+    price_per_gpu_hr: float | None
+
+
 @dataclass
 class GpuEstimate:
-    gpu: GPU
-    price_per_hr: float | None
+    offer: Offer
+    price_per_hr: float | None  # for the job's GPU count
     hours: tuple[float, float, float]  # low, expected, high (training + overheads)
     training_hours: float
     vram_gb: float
     fits: bool
+
+    @property
+    def gpu(self) -> GPU:
+        return self.offer.gpu
+
+    @property
+    def provider(self) -> str:
+        return self.offer.provider
 
     @property
     def usd(self) -> tuple[float, float, float] | None:
@@ -220,11 +237,17 @@ class Estimate:
     trained_tokens: float
     engine: str
     per_gpu: list[GpuEstimate]
-    price_source: str = ""
+    #: provider -> where its prices came from ("live from RunPod", "bundled catalog of ...")
+    price_sources: dict[str, str]
+
+    def ranked(self) -> list[GpuEstimate]:
+        """Offers that fit, cheapest first (unpriced ones last, in the order given)."""
+        fitting = [g for g in self.per_gpu if g.fits]
+        return sorted(fitting, key=lambda g: (g.usd is None, g.usd[1] if g.usd else 0.0))
 
     def cheapest_fit(self) -> GpuEstimate | None:
-        priced = [g for g in self.per_gpu if g.fits and g.usd is not None]
-        return min(priced, key=lambda g: g.usd[1]) if priced else None  # type: ignore[index]
+        priced = [g for g in self.ranked() if g.usd is not None]
+        return priced[0] if priced else None
 
 
 def trained_tokens(spec: JobSpec, count: TokenCount) -> float:
@@ -234,21 +257,21 @@ def trained_tokens(spec: JobSpec, count: TokenCount) -> float:
     return count.tokens * spec.epochs
 
 
-def estimate(spec: JobSpec, shape: ModelShape, source: str, count: TokenCount, gpus: list[GPU],
-             prices: dict[str, float], *, engine: str = "unsloth", dataset_bytes: int = 0,
-             price_source: str = "") -> Estimate:
+def estimate(spec: JobSpec, shape: ModelShape, source: str, count: TokenCount, offers: list[Offer], *,
+             engine: str = "unsloth", dataset_bytes: int = 0, price_sources: dict[str, str] | None = None) -> Estimate:
     tokens = trained_tokens(spec, count)
     flops = LORA_FLOPS_PER_PARAM_TOKEN * shape.active * tokens
     model_bytes = shape.params * (0.55 if spec.load_in_4bit else 2)
     overhead = IMAGE_PULL_H + STARTUP_EXPORT_H + model_bytes / DOWNLOAD_BPS / 3600 + dataset_bytes / UPLOAD_BPS / 3600
     vram = peak_vram_gb(shape, spec)
     rows = []
-    for gpu in gpus:
+    for offer in offers:
+        gpu = offer.gpu
         rates = [gpu.bf16_tflops * 1e12 * u / (QLORA_SLOWDOWN if spec.load_in_4bit else 1.0)
                  for u in UTILISATION[engine]]
         low, mid, high = (flops / r / 3600 for r in reversed(rates))  # the best utilisation is the low time
-        price = prices.get(gpu.alias)
-        rows.append(GpuEstimate(gpu, price * spec.gpu_count if price is not None else None,
+        price = offer.price_per_gpu_hr
+        rows.append(GpuEstimate(offer, price * spec.gpu_count if price is not None else None,
                                 (low + overhead * 0.8, mid + overhead, high + overhead * 1.5), mid,
                                 vram, vram <= gpu.vram_gb * 0.95))
-    return Estimate(shape, source, count, tokens, engine, rows, price_source)
+    return Estimate(shape, source, count, tokens, engine, rows, price_sources or {})

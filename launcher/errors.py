@@ -31,3 +31,7 @@ class Interrupted(RtrainError):
     """The user pressed Ctrl-C or the launcher got SIGTERM."""
 
     exit_code = 130
+
+
+class AuthRejected(ProviderError):
+    """A provider refused the API key (HTTP 401/403): nothing will work with it."""

@@ -11,8 +11,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-KNOWN_EVENTS = ("start", "step", "checkpoint", "eval", "done", "error")
-
 
 def parse_event(line: bytes | str) -> dict[str, Any] | None:
     """One event, or None for a line that is not one (blank, not JSON, no ``event`` name)."""

@@ -1,69 +1,110 @@
-"""The job lifecycle: ``validate -> provision -> wait_ssh -> upload -> start -> follow -> download -> teardown``.
+"""A job, top to bottom. ``launch`` validates (before any API call or money), estimates and asks,
+records the job, and runs its lifecycle:
+
+    provision -> wait_ssh -> upload -> start -> follow -> download -> push -> teardown
 
 One method per step, each transition written to the registry before the step runs, the same code for
-every backend (the local one included). ``teardown`` runs in ``finally``: a pod is never left behind
-unless the user asked for it (``--keep-pod``, ``--detach``), and if terminating fails the user is told
-exactly how to finish it.
+every backend (the local one included). ``teardown`` runs in ``finally``: a machine is never left
+behind unless the user asked for it (``--keep-pod``, ``--detach``), and if ending it fails the job is
+marked ``leak-risk`` and the user is told exactly how to finish it. ``resume`` picks a job up at the
+step its recorded phase says (``RESUME_AT``).
 """
 
 from __future__ import annotations
 
-import json
-import shlex
-import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from launcher.backends import get_backend
-from launcher.backends.base import Backend, Pod, PodRequest
-from launcher.bundle import build_code_zip, ensure_tiny_model
+from launcher.backends import AUTO, backend_class, get_backend, with_keys
+from launcher.backends.base import Backend, NoCapacity, Pod, PodRequest
+from launcher.catalog import resolve_gpu
 from launcher.config import JobSpec, Settings
-from launcher.errors import Interrupted, ProviderError, RtrainError, TrainingError, UsageError
-from launcher.events import EventStream
+from launcher.errors import Interrupted, ProviderError, RtrainError, UsageError
 from launcher.executor.base import Executor
+from launcher.follow import Follower
 from launcher.keys import JobKeys, create_job_keys, delete_job_keys, load_job_keys
-from launcher.plan import Plan
-from launcher.remote_trainer import EVENTS, JOB_JSON, LOG, OUTPUT, SECRETS, RemoteTrainer
-from launcher.s3 import aws_env, is_s3
-from launcher.state import JobRecord, Registry
+from launcher.plan import Plan, validate
+from launcher.remote_trainer import EVENTS, LOG, OUTPUT, RemoteTrainer
+from launcher.state import LEAK_RISK, JobRecord, Registry
 from launcher.teardown import signals_deferred, terminate_with_retries
 from launcher.transfer import download_outputs, fetch_tree
 from launcher.ui import Reporter
-from launcher.uploads import upload_files, upload_model_folder, write_remote_file
+from launcher.uploads import upload_job
 
-q = shlex.quote
+STEPS = ("provision", "wait_ssh", "upload", "start", "follow", "download", "push")
+#: the phase a job was in when its launcher died -> the step that picks it up (None: only teardown was
+#: left); a step after wait_ssh reconnects first
+RESUME_AT: dict[str, str | None] = {
+    "validate": "provision", "provision": "provision", "wait_ssh": "wait_ssh", "upload": "upload",
+    "start": "upload", "follow": "follow", "download": "download", "push": "push", "teardown": None,
+}
+#: seconds to wait for a runtime's preparation (an image pull) after the uploads are done
+PREPARE_DEADLINE_S = 1800
 
-#: The exit status bash reports for a trainer killed by SIGKILL (the OOM killer, a pod restart).
-KILLED = 137
 
-#: Trainer spec keys that stay on the launcher's side.
-LAUNCHER_ONLY = {"backend", "gpu", "gpu_count", "template", "name", "output_dir", "watchdog_s", "reuse_pod", "s3"}
+def launch(values: dict[str, Any], template: str | None, *, settings: Settings, registry: Registry, ui: Reporter,
+           detach: bool = False, keep_pod: bool = False, force: bool = False, yes: bool = False) -> JobRecord:
+    """Validate, estimate and confirm, record the job, run it; the record it ended with."""
+    if values.get("reuse_pod"):  # a kept pod belongs to the provider of the job that kept it
+        values["backend"] = owning_job(registry, values["reuse_pod"]).backend
+    plan = validate(values, template, settings, keep_pod=keep_pod)
+    if plan.spec.backend == "local":
+        check_local_training_stack(settings)
+    for note in plan.notes:
+        ui.info(note)
+    for summary in plan.datasets.files:
+        ui.info(summary.describe())
+    choice = None
+    if plan.spec.backend != "local" and not plan.spec.reuse_pod:
+        from launcher.estimate import confirm_launch
+
+        choice = confirm_launch(plan, settings, ui, plan.providers, force=force, yes=yes)
+    create_job(plan, registry, choice.record if choice else None)
+    lifecycle = Lifecycle(plan.job_id, settings, registry, ui, keep_pod=keep_pod, detach=detach,
+                          offers=choice.offers if choice else None)
+    return lifecycle.run()
 
 
-def create_job(plan: Plan, registry: Registry) -> JobRecord:
+def check_local_training_stack(settings: Settings) -> None:
+    from launcher.bundle import training_stack_missing
+
+    missing = training_stack_missing(settings.local_python)
+    if missing:
+        from launcher.paths import INSTALL_TRAIN
+
+        raise UsageError(f"the local backend needs the training stack ({', '.join(missing)} missing): {INSTALL_TRAIN}")
+
+
+def create_job(plan: Plan, registry: Registry, estimate: dict[str, Any] | None = None) -> JobRecord:
     """The job row, written before anything is asked of a provider (a crash later is findable)."""
     spec = plan.spec
-    return registry.create_job(
+    rec = registry.create_job(
         plan.job_id, name=spec.name, backend=spec.backend, spec=spec.model_dump(mode="json"),
         workdir=None, output_dir=str(plan.output_dir), pod_name=f"rtrain-{plan.job_id}",
     )
+    if estimate is not None:
+        registry.add_event(plan.job_id, "estimate", str(estimate.get("summary")), estimate)
+    return rec
 
 
 class Lifecycle:
     def __init__(self, job_id: str, settings: Settings, registry: Registry, reporter: Reporter, *,
-                 keep_pod: bool = False, detach: bool = False, poll_s: float = 0.5) -> None:
+                 keep_pod: bool = False, detach: bool = False, poll_s: float = 0.5,
+                 offers: list[tuple[str, str]] | None = None) -> None:
         self.settings, self.registry, self.ui = settings, registry, reporter
         self.rec = registry.get(job_id)
         self.id = self.rec.id
         self.spec = JobSpec.model_validate(self.rec.spec_dict)
-        self.backend: Backend = get_backend(self.rec.backend, settings)
+        #: None until provision chose one, for --backend auto
+        self.backend: Backend | None = None if self.rec.backend == AUTO else get_backend(self.rec.backend, settings)
         self.keep_pod, self.detach, self.poll_s = keep_pod, detach, poll_s
+        self.offers = offers
         self.pod: Pod | None = None
         self.ex: Executor | None = None
         self.keys: JobKeys | None = None
         self.code_path = ""
-        self.last_event: dict[str, Any] = {}
 
     # paths on the machine -------------------------------------------------------------------
 
@@ -79,19 +120,19 @@ class Lifecycle:
     # the whole run ----------------------------------------------------------------------------
 
     def run(self, resume: bool = False) -> JobRecord:
-        """Provision (or, resuming, wherever the registry says) through teardown. Raises the RtrainError
-        that ended the job, after teardown."""
+        """The steps (or, resuming, those left), then teardown. Raises the RtrainError that ended the
+        job, after teardown."""
         status, error = "failed", None
         try:
-            for step in self.resume_steps() if resume else self.all_steps():
-                step()
-                if step == self.start and self.detach:
+            for step in self.resume_steps() if resume else STEPS:
+                getattr(self, step)()
+                if step == "start" and self.detach:
                     status = "detached"
                     return self.registry.get(self.id)
             status = "succeeded"
         except KeyboardInterrupt:
             status, error = "interrupted", "interrupted by the user"
-            raise Interrupted("interrupted: the pod was terminated") from None
+            raise Interrupted(f"interrupted: the {self.machine_word} was terminated") from None
         except Interrupted as exc:
             status, error = "interrupted", str(exc)
             raise
@@ -107,64 +148,102 @@ class Lifecycle:
             self.teardown(status, error)
         return self.registry.get(self.id)
 
-    def all_steps(self) -> list[Any]:
-        return [self.provision, self.wait_ssh, self.upload, self.start, self.follow, self.download, self.push]
+    @property
+    def machine_word(self) -> str:
+        return "job" if self.backend is not None and self.backend.shares_filesystem else "machine"
 
-    def resume_steps(self) -> list[Any]:
+    def resume_steps(self) -> list[str]:
         """What is left of a job whose launcher died, from the phase the registry recorded."""
-        phase = self.rec.phase
+        at = RESUME_AT.get(self.rec.phase, "provision")
         self.keys = load_job_keys(self.settings.rtrain_home(), self.id)
-        if self.rec.pod_id:
-            self.pod = self.backend.get(self.rec.pod_id)
-        else:  # the launcher died between the create call and recording its answer: find the pod by name
-            self.pod = next((p for p in self.backend.list() if p.name == self.rec.pod_name), None)
-            if self.pod is not None:
-                self.registry.update(self.id, pod_id=self.pod.id, price_per_hr=self.pod.price_per_hr,
-                                     started_at=self.rec.created_at)
+        self.pod = self._find_pod()
         if self.pod is None:
-            if phase in ("validate", "provision"):
-                return self.all_steps()
-            raise ProviderError(f"pod {self.rec.pod_id} of job {self.id} is gone: nothing to resume")
+            if at == "provision":
+                return list(STEPS)
+            raise ProviderError(f"the machine of job {self.id} ({self.rec.pod_id}) is gone: nothing to resume")
         self.ui.price_per_hr = self.pod.price_per_hr
-        if phase == "teardown":
+        if at is None:
             return []
-        if phase == "push":
-            return [self.push]
-        if phase == "download":
-            return [self.wait_ssh, self.download, self.push]
-        if phase == "follow":
-            return [self.wait_ssh, self.follow, self.download, self.push]
-        return [self.wait_ssh, self.upload, self.start, self.follow, self.download, self.push]
+        steps = list(STEPS[STEPS.index(at):])
+        return steps if at in ("wait_ssh", "push") else ["wait_ssh", *steps]
+
+    def _find_pod(self) -> Pod | None:
+        """The job's machine: by its recorded id, or (the launcher died inside the create call) by
+        name, on its provider or, for --backend auto, on every provider with a key."""
+        if self.rec.pod_id and self.backend is not None:
+            return self.backend.get(self.rec.pod_id)
+        for name in [self.backend.name] if self.backend is not None else with_keys(self.settings):
+            backend = self.backend or get_backend(name, self.settings)
+            pod = next((p for p in backend.list() if p.name == self.rec.pod_name), None)
+            if pod is not None:
+                self.backend = backend
+                self.registry.update(self.id, backend=name, pod_id=pod.id, price_per_hr=pod.price_per_hr,
+                                     started_at=self.rec.created_at)
+                return pod
+        return None
 
     # the steps --------------------------------------------------------------------------------
+
+    def default_offers(self) -> list[tuple[str, str]]:
+        """(provider, GPU) in the order to try them, when launch did not rank them (a resume)."""
+        names = [self.backend.name] if self.backend is not None else with_keys(self.settings)
+        gpus = self.spec.gpu or [""]
+        return [(n, a) for n in names for a in gpus if n == "local" or resolve_gpu(a).provider_id(n)]
 
     def provision(self) -> None:
         if self.spec.reuse_pod:
             return self.reuse_pod(self.spec.reuse_pod)
-        self._phase("provision", f"provisioning a {self.backend.name} machine for job {self.id}")
-        request = PodRequest(job_id=self.id, name=self.rec.pod_name or f"rtrain-{self.id}",
-                             gpus=self.spec.gpu, gpu_count=self.spec.gpu_count)
-        if self.backend.uses_ssh:
+        offers = self.offers or self.default_offers()
+        where = backend_class(offers[0][0]).title if len({p for p, _ in offers}) == 1 else "the cheapest provider"
+        self._phase("provision", f"provisioning a machine on {where} for job {self.id}")
+        request = PodRequest(job_id=self.id, name=self.rec.pod_name or f"rtrain-{self.id}", gpus=[],
+                             gpu_count=self.spec.gpu_count, region=self.spec.region)
+        if any(backend_class(p).uses_ssh for p, _ in offers):
             self.keys = create_job_keys(self.settings.rtrain_home(), self.id)
             request.public_key, request.host_private_key = self.keys.client_public, self.keys.host_private
-        started = time.time()
-        self.pod = self.backend.create(request)
-        self.registry.update(self.id, pod_id=self.pod.id, price_per_hr=self.pod.price_per_hr,
+            request.host_public_key = self.keys.host_public
+        full: list[str] = []
+        for i, (provider, alias) in enumerate(offers):
+            backend = self.backend if self.backend is not None and self.backend.name == provider else \
+                get_backend(provider, self.settings)
+            started = time.time()
+            try:
+                pod = backend.create(replace(request, gpus=[alias] if alias else []))
+            except NoCapacity as exc:
+                full.append(str(exc))
+                if i + 1 < len(offers):
+                    self.ui.warn(f"{exc}; trying {offers[i + 1][0]} {offers[i + 1][1]}")
+                    self.registry.add_event(self.id, "capacity", str(exc))
+                continue
+            self._provisioned(backend, pod, started, offers, i)
+            return None
+        raise NoCapacity(full[0] if len(full) == 1 else "no capacity for any offer: " + "; ".join(full))
+
+    def _provisioned(self, backend: Backend, pod: Pod, started: float, offers: list[tuple[str, str]], i: int) -> None:
+        self.backend, self.pod = backend, pod
+        self.registry.update(self.id, backend=backend.name, pod_id=pod.id, price_per_hr=pod.price_per_hr,
                              workdir=self.jobdir, started_at=started)
-        self.ui.price_per_hr = self.pod.price_per_hr
-        self.ui.expect_gpu = self.backend.name != "local"
-        if self.backend.name != "local":
-            gpu = self.pod.extra.get("gpu") or ",".join(self.spec.gpu)
-            self.ui.info(f"  pod {self.pod.id} created: {gpu} x{self.spec.gpu_count}, ${self.pod.price_per_hr:.2f}/hr")
+        self.ui.price_per_hr = pod.price_per_hr
+        self.ui.expect_gpu = not backend.shares_filesystem
+        if backend.shares_filesystem:
+            return
+        self.ui.info(f"  {backend.title} machine {pod.id} created: {pod.gpu or offers[i][1]} x{self.spec.gpu_count}, "
+                     f"${pod.price_per_hr:.2f}/hr")
+        if len({p for p, _ in offers}) > 1:
+            why = "the cheapest offer that fits" if i == 0 else f"the cheapest with capacity ({i} cheaper had none)"
+            self.ui.info(f"  chose {backend.name} {offers[i][1]}: {why}")
+            self.registry.add_event(self.id, "choice", f"{backend.name} {offers[i][1]}: {why}",
+                                    {"offers": [list(o) for o in offers], "chosen": i})
 
     def reuse_pod(self, pod_id: str) -> None:
         """Run on a pod an earlier job kept (--keep-pod), with that job's keys; leave it running after."""
+        assert self.backend is not None
         owner = owning_job(self.registry, pod_id, exclude=self.id)
-        self._phase("provision", f"reusing pod {pod_id} (kept by job {owner.id})")
+        self._phase("provision", f"reusing {self.backend.title} machine {pod_id} (kept by job {owner.id})")
         self.keys = load_job_keys(self.settings.rtrain_home(), owner.id)
         pod = self.backend.get(pod_id)
         if pod is None or self.keys is None:
-            raise ProviderError(f"pod {pod_id} is gone (or its keys are): it cannot be reused")
+            raise ProviderError(f"machine {pod_id} is gone (or its keys are): it cannot be reused")
         self.pod = pod
         self.keep_pod = True
         self.registry.update(self.id, pod_id=pod.id, price_per_hr=pod.price_per_hr, workdir=self.jobdir,
@@ -172,7 +251,7 @@ class Lifecycle:
         self.ui.price_per_hr = pod.price_per_hr
 
     def wait_ssh(self) -> None:
-        assert self.pod is not None
+        assert self.pod is not None and self.backend is not None
         self._phase("wait_ssh", "waiting for the machine to accept commands")
         t0 = time.monotonic()
 
@@ -188,158 +267,53 @@ class Lifecycle:
                                     f"after {time.monotonic() - t0:.1f}s (host key verified)")
         self.ex = self.backend.executor(self.pod, self.keys)
 
-    def upload(self) -> None:
-        assert self.pod is not None and self.ex is not None
-        self._phase("upload", "uploading the dataset, the trainer and the job")
-        blobs = f"{self.pod.root}/blobs"
-        mk = self.ex.run(f"mkdir -p {q(self.jobdir)}")
-        if not mk.ok:
-            raise ProviderError(f"cannot create {self.jobdir} on the machine: {mk.stderr.strip()}")
-        data = [*self.spec.datasets, *self.spec.eval_datasets]
-        local = [p for p in data if not is_s3(p)]  # s3:// datasets are fetched by the trainer itself
-        with tempfile.TemporaryDirectory() as tmp:
-            files = [(Path(p), Path(p).name) for p in local]
-            files.append((build_code_zip(Path(tmp) / "remote.zip"), "trainer code"))
-            *uploaded, code = upload_files(self.ex, self.registry, self.ui, self.id, files, blobs)
-        self.code_path = code.path
-        on_machine = dict(zip(local, (u.path for u in uploaded), strict=True))
-        remote = [on_machine.get(p, p) for p in data]
-        n = len(self.spec.datasets)
-        job = self.trainer_config(remote[:n], remote[n:], blobs)
-        write_remote_file(self.ex, f"{self.jobdir}/{JOB_JSON}", json.dumps(job, indent=2).encode())
-        secrets = {}
-        if self.settings.hf_token and self.settings.hf_token.get_secret_value():
-            secrets["HF_TOKEN"] = self.settings.hf_token.get_secret_value()
-        if any(is_s3(p) for p in data):
-            secrets.update(aws_env())
-        if secrets and not self.backend.shares_filesystem:  # a local trainer inherits this environment
-            lines = "".join(f"export {k}={q(v)}\n" for k, v in secrets.items())
-            write_remote_file(self.ex, f"{self.jobdir}/{SECRETS}", lines.encode(), private=True)
-        self.registry.update(self.id, workdir=self.jobdir)
-
-    def trainer_config(self, datasets: list[str], eval_datasets: list[str], blobs: str) -> dict[str, Any]:
-        job = {k: v for k, v in self.spec.model_dump(mode="json").items() if k not in LAUNCHER_ONLY}
-        job.update(job_id=self.id, datasets=datasets, eval_datasets=eval_datasets, output_dir=OUTPUT,
-                   model_name=self.spec.model,
-                   dataset_names=dict(zip(datasets + eval_datasets, self.spec.datasets + self.spec.eval_datasets,
-                                          strict=True)))
-        if self.spec.from_adapter:
-            job["from_adapter"] = self._machine_folder(Path(self.spec.from_adapter), blobs, "adapter_in")
-        folder = None
-        if self.spec.is_tiny_model:
-            folder = ensure_tiny_model(self.settings.rtrain_home(), self.settings.local_python)
-        elif Path(self.spec.model).is_dir():
-            folder = Path(self.spec.model)
-        if folder is not None:
-            job["model"] = self._machine_folder(folder, blobs, "model")
-            job["model_name"] = str(folder)  # the adapter names the base where this machine has it
-        return job
-
-    def _machine_folder(self, folder: Path, blobs: str, name: str) -> str:
-        """A local folder (model, adapter) as the trainer will see it: in place on this machine, else
-        rebuilt on the pod from verified blobs."""
-        if self.backend.shares_filesystem:
-            return str(folder)
-        assert self.ex is not None
-        return upload_model_folder(self.ex, self.registry, self.ui, self.id, folder, blobs, f"{self.jobdir}/{name}")
-
     @property
     def trainer(self) -> RemoteTrainer:
-        assert self.ex is not None
-        return RemoteTrainer(self.ex, self.jobdir)
+        assert self.ex is not None and self.backend is not None and self.pod is not None
+        return RemoteTrainer(self.ex, self.jobdir, self.backend.runtime(self.pod))
+
+    def upload(self) -> None:
+        assert self.pod is not None and self.ex is not None and self.backend is not None
+        self._phase("upload", "uploading the dataset, the trainer and the job")
+        preparing = self.trainer.begin_prepare()  # an image pull runs on the machine while the files upload
+        if preparing:
+            self.ui.info(f"  `{preparing}` started on the machine (in the background)")
+        code = upload_job(self.ex, self.registry, self.ui, self.id, self.spec, self.settings, self.jobdir,
+                          self.pod.root, shares_filesystem=self.backend.shares_filesystem)
+        self.code_path = code.path
+        self.registry.update(self.id, workdir=self.jobdir, code_sha256=code.sha256)
 
     def start(self) -> None:
         if self.trainer.started():
             self.ui.info("  the trainer was already started: following it")
             return
+        self.trainer.wait_prepared(PREPARE_DEADLINE_S)
         self._phase("start", "starting the trainer (detached: it survives the launcher)")
-        self.registry.update(self.id, events_offset=0, log_offset=0)
-        self.trainer.start(self.code_path)
+        self.registry.update(self.id, events_offset=0)
+        self.trainer.start(self._code_path())
         if self.spec.watchdog_s:
             self.trainer.arm_watchdog(self.spec.watchdog_s)
             self.ui.info(f"  watchdog armed: the pod ends itself {self.spec.watchdog_s // 60} min after the job "
                          "ends unfollowed")
 
-    def follow(self) -> None:
-        self._phase("follow", "training")
-        stream = EventStream(offset=self.registry.get(self.id).events_offset)
-        dead_seen, restarts, delay = 0, 0, 0.1
-        while True:
-            before = stream.offset
-            status, data = self.trainer.probe(stream.offset)
-            for event in stream.feed(data):
-                self._on_event(event)
-            consumed = stream.offset - before
-            if consumed:
-                self.registry.update(self.id, events_offset=stream.offset, steps=self.last_event.get("steps_done"))
-                delay = 0.1
-            elif status.exit_code is not None:  # ended, and every complete line is read (a torn one is dropped)
-                if status.exit_code != KILLED or not self._restart(restarts):
-                    break
-                restarts += 1
-                continue
-            dead_seen = dead_seen + 1 if status.state == "DEAD" else 0
-            if dead_seen >= 2:  # twice in a row: the exit_code file is written right after the trainer ends
-                if not self._restart(restarts):
-                    raise TrainingError("the trainer died without an exit code (killed? out of memory?); "
-                                        f"see `rtrain logs {self.id}`")
-                restarts, dead_seen = restarts + 1, 0
-            if not consumed:
-                time.sleep(delay)
-                delay = min(self.poll_s, delay * 2)
-        self.ui.stop_progress()
-        reconnects = getattr(self.ex, "reconnects", 0)
-        if reconnects:
-            self.registry.add_event(self.id, "reconnect", f"the connection dropped; re-opened {reconnects} times")
-        self._check_exit(status.exit_code)
-
-    def _restart(self, restarts: int) -> bool:
-        """Start a killed trainer again from its newest checkpoint, if it has one and may restart."""
-        checkpoint = self.trainer.newest_checkpoint()
-        if checkpoint is None or restarts >= self.settings.max_restarts:
-            return False
-        if not self.code_path:  # resumed by a new launcher: the trainer's code blob is in the registry
-            sha = next((e["data"]["sha256"] for e in reversed(self.registry.events(self.id))
-                        if e["kind"] == "upload" and e["message"].startswith("trainer code")), None)
+    def _code_path(self) -> str:
+        """The trainer's code blob on the machine (recorded at upload: a resumed launcher finds it)."""
+        if not self.code_path:
+            sha = self.registry.get(self.id).code_sha256
             assert self.pod is not None and sha is not None
             self.code_path = f"{self.pod.root}/blobs/{sha}"
-        self.ui.stop_progress()
-        self.ui.warn(f"the trainer was killed: restarting it from {checkpoint}")
-        self.registry.add_event(self.id, "restart", f"trainer killed; restarted from {checkpoint}")
-        self.trainer.start(self.code_path, restart=True)
-        return True
+        return self.code_path
 
-    def _on_event(self, event: dict[str, Any]) -> None:
-        self.ui.training_event(event)
-        kind = event["event"]
-        if kind == "step":
-            self.last_event["steps_done"] = event.get("step")
-            self.last_event["loss"] = event.get("loss")
-        elif kind in ("start", "done", "error", "checkpoint"):
-            self.last_event[kind] = event
-            data = {k: v for k, v in event.items() if k not in ("event", "ts")}
-            self.registry.add_event(self.id, f"trainer.{kind}", str(event.get("message", kind)), data)
-
-    def _check_exit(self, code: int | None) -> None:
-        if code == 0 and "done" in self.last_event:
-            done = self.last_event["done"]
-            self.registry.update(self.id, steps=done.get("steps"), final_loss=done.get("final_loss"))
-            return
-        err = self.last_event.get("error", {})
-        if code == 130:
-            raise Interrupted("the trainer was interrupted")
-        message = err.get("message") or f"the trainer exited with code {code}"
-        if code == 2:  # the job or its data, found wanting where the tokenizer is (before any weights)
-            raise UsageError(f"the trainer refused the job: {message}")
-        self.show_log_tail()
-        raise TrainingError(f"training failed: {message}")
-
-    def show_log_tail(self) -> None:
-        lines = self.trainer.log_tail()
-        if lines:
-            self.ui.info(f"last lines of {LOG}:")
-            for line in lines:
-                self.ui.info(f"  | {line}")
+    def follow(self) -> None:
+        self._phase("follow", "training")
+        follower = Follower(self.id, self.trainer, self.registry, self.ui, self.settings, self._code_path(),
+                            poll_s=self.poll_s)
+        try:
+            follower.follow()
+        finally:
+            reconnects = getattr(self.ex, "reconnects", 0)
+            if reconnects:
+                self.registry.add_event(self.id, "reconnect", f"the connection dropped; re-opened {reconnects} times")
 
     def download(self) -> None:
         assert self.ex is not None
@@ -354,6 +328,8 @@ class Lifecycle:
         """With --s3: the verified outputs to s3://bucket/prefix/<job-id>/."""
         if not self.spec.s3:
             return
+        import json
+
         from launcher.s3 import push_folder
 
         url = f"{self.spec.s3.rstrip('/')}/{self.id}"
@@ -379,20 +355,24 @@ class Lifecycle:
         ended_in = "done" if status == "succeeded" else rec.phase  # where a failed job stopped, for `rtrain ls`
         leaving_up = status == "detached" or self.keep_pod
         with signals_deferred():
-            if pod_id is not None and not leaving_up:
-                self._phase("teardown", f"terminating {pod_id}")
+            if self.backend is not None and not leaving_up:
+                if pod_id is not None:
+                    self._phase("teardown", f"terminating {self.machine_word} {pod_id}")
                 try:
-                    terminate_with_retries(self.backend, pod_id)
+                    if pod_id is not None:
+                        terminate_with_retries(self.backend, pod_id)
+                    self.backend.release(self.id)  # what it keeps for the job besides the machine
                     delete_job_keys(self.settings.rtrain_home(), self.id)  # they open nothing any more
                 except Exception as exc:
-                    self.registry.update(self.id, status="failed", phase=ended_in, finished_at=time.time(),
-                                         error=f"LEAK RISK: pod {pod_id} may still be running: {exc}")
-                    self.ui.error(f"could not terminate pod {pod_id}: {exc}")
+                    what = f"machine {pod_id}" if pod_id else f"what {self.backend.title} keeps for the job"
+                    self.registry.update(self.id, status=LEAK_RISK, phase=ended_in, finished_at=time.time(),
+                                         error=f"{what} may still be there: {exc}")
+                    self.ui.error(f"could not end {what} on {self.backend.title}: {exc}")
                     self.ui.error(f"it may still be billing: end it with `rtrain down {self.id}`")
-                    raise ProviderError(f"pod {pod_id} may still be running; run `rtrain down {self.id}`") from exc
+                    raise ProviderError(f"{what} may still be running; run `rtrain down {self.id}`") from exc
             if leaving_up and pod_id is not None:
                 why = "--detach" if status == "detached" else "--keep-pod"
-                self.ui.warn(f"pod {pod_id} left running ({why}); come back with `rtrain resume {self.id}`, "
+                self.ui.warn(f"machine {pod_id} left running ({why}); come back with `rtrain resume {self.id}`, "
                              f"end it with `rtrain down {self.id}`")
             self._finish(status, error, ended_in)
 

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 DEFAULT_HOME = "~/.rtrain"
+#: the one install hint for the training stack: the README's own command (from an rtrain checkout)
+INSTALL_TRAIN = "install it as the README says: pip install torch==2.13.0 -e '.[train]' (CUDA: '.[train,unsloth]')"
 
 
 def dotenv_value(name: str, env_file: str | os.PathLike[str] = ".env") -> str | None:

@@ -31,8 +31,8 @@ class Plan:
     spec: JobSpec
     datasets: DatasetsSummary
     output_dir: Path
-    #: "tiny" (built by rtrain), "path" (a local folder) or "hub" (an id the machine downloads)
-    model_kind: str
+    #: the backends the job may run on: one, or for --backend auto every cloud with a key that can
+    providers: list[str]
     notes: list[str]
 
 
@@ -54,28 +54,62 @@ def parse_gpu(value: str) -> tuple[list[str], int]:
     return aliases, int(count)
 
 
-def check_backend(spec: JobSpec, settings: Settings, *, to_launch: bool = True) -> None:
-    """A cloud job needs its provider's key and GPUs that provider offers: checked before any call.
-    An estimate (``to_launch=False``) needs neither a key nor a GPU, only valid aliases."""
-    if spec.backend == "local":
-        if spec.reuse_pod:
-            raise UsageError("--pod needs a cloud backend (e.g. --backend runpod)")
-        return
-    from launcher.catalog import catalog, resolve_gpu
+#: what a job asks of its provider -> the feature (backends.base.FEATURES) it needs
+def needed_features(spec: JobSpec, keep_pod: bool) -> dict[str, str]:
+    """feature -> the flag that needs it."""
+    wanted = {"watchdog": "--watchdog" if spec.watchdog_s else "", "keep_pod": "--keep-pod" if keep_pod else "",
+              "spot": "--spot" if getattr(spec, "spot", False) else ""}
+    if spec.reuse_pod:
+        wanted["keep_pod"] = "--pod"
+    return {feature: flag for feature, flag in wanted.items() if flag}
 
+
+def check_backend(spec: JobSpec, settings: Settings, *, to_launch: bool = True, keep_pod: bool = False) -> list[str]:
+    """The backends the job may run on, checked before any call: a cloud job needs its provider's key,
+    GPUs that provider offers, and the features its flags ask for (each refused with the provider's
+    reason). ``--backend auto``: every cloud with a key that offers one of the GPUs and every feature.
+    An estimate (``to_launch=False``) needs neither a key nor a GPU, only valid aliases."""
+    from launcher.backends import AUTO, backend_class, cloud_names, with_keys
+    from launcher.catalog import offered_by, resolve_gpu
+
+    wanted = needed_features(spec, keep_pod)
+    if spec.backend != AUTO:
+        cls = backend_class(spec.backend)
+        for alias in spec.gpu if spec.backend != "local" else []:
+            resolve_gpu(alias, spec.backend)
+        for feature, flag in wanted.items():
+            if feature in cls.lacks:
+                raise UsageError(f"{flag}: not on {cls.title}: {cls.lacks[feature]}")
+        if to_launch and spec.backend != "local":
+            if not spec.gpu and not spec.reuse_pod:
+                raise UsageError(f"--gpu is required for --backend {spec.backend} "
+                                 f"(one of: {', '.join(offered_by(spec.backend))})")
+            if not cls.api_key(settings):
+                raise UsageError(f"{cls.key_env} is not set (export it, or put it in .env): no machine can be rented")
+        return [spec.backend]
     for alias in spec.gpu:
-        resolve_gpu(alias, spec.backend)
-    if not to_launch:
-        return
-    if spec.backend == "lambda":
-        raise UsageError("--backend lambda: launching is not available yet (use runpod or --local; "
-                         "`rtrain cost --backend lambda` works)")
-    if not spec.gpu and not spec.reuse_pod:
-        offered = ", ".join(a for a, g in catalog().items() if g.provider_id(spec.backend))
-        raise UsageError(f"--gpu is required for --backend {spec.backend} (one of: {offered})")
-    key = settings.runpod_api_key
-    if key is None or not key.get_secret_value():
-        raise UsageError("RUNPOD_API_KEY is not set (export it, or put it in .env): no pod can be created")
+        resolve_gpu(alias)
+    clouds = with_keys(settings) if to_launch else cloud_names()
+    if to_launch and not clouds:
+        keys = " or ".join(str(backend_class(n).key_env) for n in cloud_names())
+        raise UsageError(f"no provider key is set: export {keys} (or put it in .env)")
+    if to_launch and not spec.gpu:
+        raise UsageError("--gpu is required for a cloud job (`rtrain gpus` lists them)")
+    why_not = []
+    usable = []
+    for name in clouds:
+        cls = backend_class(name)
+        lacking = [f"{flag} ({cls.lacks[f]})" for f, flag in wanted.items() if f in cls.lacks]
+        offered = [a for a in spec.gpu if resolve_gpu(a).provider_id(name)] if spec.gpu else [True]
+        if lacking:
+            why_not.append(f"{cls.title}: {', '.join(lacking)}")
+        elif not offered:
+            why_not.append(f"{cls.title} offers none of {', '.join(spec.gpu)}")
+        else:
+            usable.append(name)
+    if not usable:
+        raise UsageError(f"--backend auto: no provider can run this job ({'; '.join(why_not)})")
+    return usable
 
 
 def parse_duration(value: str) -> int:
@@ -113,16 +147,17 @@ def merge_values(flags: dict[str, Any], template_name: str | None) -> tuple[dict
 
 
 def check_model(model: str) -> str:
+    """The model as the job will name it: the tiny model, a local folder (resolved), or a hub id."""
     if model == TINY_MODEL:
-        return "tiny"
+        return model
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
             raise UsageError(f"--model {model}: not a model folder (no config.json in it)")
-        return "path"
+        return str(path.resolve())
     if model.startswith((".", "/", "~")) or model.count("/") > 1 or not HUB_ID.match(model):
         raise UsageError(f"--model {model}: no such folder, and not a hub id like org/name")
-    return "hub"
+    return model
 
 
 def model_type(spec: JobSpec) -> str | None:
@@ -180,7 +215,8 @@ def check_output(output: str | None, runs_dir: Path, job_id: str) -> Path:
     return path.resolve()
 
 
-def validate(flags: dict[str, Any], template: str | None, settings: Settings, *, to_launch: bool = True) -> Plan:
+def validate(flags: dict[str, Any], template: str | None, settings: Settings, *, to_launch: bool = True,
+             keep_pod: bool = False) -> Plan:
     flags = dict(flags)
     if "gpu" in flags:
         flags["gpu"], flags["gpu_count"] = parse_gpu(flags["gpu"])
@@ -191,12 +227,10 @@ def validate(flags: dict[str, Any], template: str | None, settings: Settings, *,
         values["datasets"] = [str(sample_dataset())]
         notes.append(f"no --dataset given: using the bundled sample {sample_dataset().name}")
     spec = spec_from(values, origin)
-    model_kind = check_model(spec.model)
-    if model_kind == "path":
-        spec.model = str(Path(spec.model).expanduser().resolve())
+    spec.model = check_model(spec.model)
     if spec.backend == "local" and spec.gpu:
         notes.append(f"--gpu {','.join(spec.gpu)} is ignored by the local backend (it uses this machine)")
-    check_backend(spec, settings, to_launch=to_launch)
+    providers = check_backend(spec, settings, to_launch=to_launch, keep_pod=keep_pod)
     datasets = validate_datasets(spec.datasets)
     spec.datasets = [p if is_s3(p) else str(Path(p).resolve()) for p in spec.datasets]
     if spec.eval_datasets:
@@ -207,5 +241,4 @@ def validate(flags: dict[str, Any], template: str | None, settings: Settings, *,
     check_exports(spec)
     job_id = new_job_id()
     output_dir = check_output(spec.output_dir, settings.runs_dir, job_id) if to_launch else Path(".")
-    return Plan(job_id=job_id, spec=spec, datasets=datasets, output_dir=output_dir, model_kind=model_kind,
-                notes=notes)
+    return Plan(job_id=job_id, spec=spec, datasets=datasets, output_dir=output_dir, providers=providers, notes=notes)

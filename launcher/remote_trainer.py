@@ -10,12 +10,15 @@ pod's watchdog reads it).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shlex
+import time
 
 from launcher.errors import ProviderError
 from launcher.events import TrainerStatus, parse_probe
 from launcher.executor.base import Executor
+from launcher.runtime import TrainerRuntime
 
 q = shlex.quote
 
@@ -26,8 +29,57 @@ _DETACH = "import os,sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])"
 
 
 class RemoteTrainer:
-    def __init__(self, ex: Executor, jobdir: str) -> None:
-        self.ex, self.jobdir = ex, jobdir
+    def __init__(self, ex: Executor, jobdir: str, runtime: TrainerRuntime) -> None:
+        self.ex, self.jobdir, self.runtime = ex, jobdir, runtime
+
+    # the runtime's preparation (a docker pull): once per machine, in the background ------------------
+
+    def _prepare_files(self) -> str | None:
+        command = self.runtime.prepare_command()
+        if command is None:
+            return None
+        root = self.jobdir.rsplit("/jobs/", 1)[0]
+        return f"{root}/.prepare-{hashlib.sha256(command.encode()).hexdigest()[:16]}"
+
+    def begin_prepare(self) -> str | None:
+        """Start the runtime's preparation detached (it overlaps the uploads); None when there is none.
+        A machine that already prepared (a kept pod) is not prepared again."""
+        base = self._prepare_files()
+        if base is None:
+            return None
+        command = self.runtime.prepare_command()
+        part, done, pid = q(base + ".part"), q(base + ".exit"), q(base + ".pid")
+        inner = f"echo $$ > {pid}; {command} > {q(base + '.log')} 2>&1; echo $? > {part} && mv {part} {done}"
+        detached = f"nohup {q(self.ex.python)} -c {q(_DETACH)} bash -c {q(inner)} > /dev/null 2>&1 < /dev/null &"
+        folder = q(base.rsplit("/", 1)[0])
+        started = self.ex.run(f"mkdir -p {folder} || exit 1; test -f {done} && grep -qx 0 {done} && exit 0; "
+                              f"rm -f {done} {pid}; {detached}")
+        if not started.ok:
+            raise ProviderError(f"cannot start `{command}` on the machine: {started.stderr.strip()}")
+        return command
+
+    def wait_prepared(self, deadline_s: float, poll_s: float = 1.0) -> None:
+        """Until the preparation has ended well; ProviderError naming its last output otherwise (or
+        when it died, or never started)."""
+        base = self._prepare_files()
+        if base is None:
+            return
+        command = self.runtime.prepare_command()
+        done, pid = q(base + ".exit"), q(base + ".pid")
+        deadline, started_by = time.monotonic() + deadline_s, time.monotonic() + 60
+        while True:
+            state = self.ex.run(f"if test -f {done}; then echo EXIT $(cat {done}); elif ! test -f {pid}; then "
+                                f"echo STARTING; elif kill -0 $(cat {pid}) 2>/dev/null; then echo RUNNING; "
+                                f"elif test -f {done}; then echo EXIT $(cat {done}); else echo DEAD; fi").stdout.split()
+            if state[:2] == ["EXIT", "0"]:
+                return
+            if state[:1] in (["EXIT"], ["DEAD"]):
+                tail = self.ex.run(f"tail -n 3 {q(base + '.log')} 2>/dev/null").stdout.strip().replace("\n", " | ")
+                raise ProviderError(f"`{command}` failed on the machine: {tail or 'no output'}")
+            if time.monotonic() > deadline or (state[:1] == ["STARTING"] and time.monotonic() > started_by):
+                raise ProviderError(f"`{command}` did not {'start' if state[:1] == ['STARTING'] else 'finish'} "
+                                    f"within {deadline_s if state[:1] != ['STARTING'] else 60:.0f}s")
+            time.sleep(poll_s)
 
     def started(self) -> bool:
         return self.ex.run(f"test -f {q(self.jobdir)}/{PID}").ok
@@ -37,8 +89,8 @@ class RemoteTrainer:
         and the log (appending to them) and the checkpoints the trainer resumes from."""
         mode = ">>" if restart else ">"
         inner = (
-            f"echo $$ > {PID}; if test -f {SECRETS}; then . ./{SECRETS}; fi; "
-            f"PYTHONPATH={q(code_path)} {q(self.ex.python)} -m remote.train --config {JOB_JSON}"
+            f"echo $$ > {PID}; if test -f {SECRETS}; then set -a; . ./{SECRETS}; set +a; fi; "
+            f"{self.runtime.python_command(code_path)} -m remote.train --config {JOB_JSON}"
             f" {mode} {EVENTS} 2{mode} {LOG}; echo $? > {EXIT_CODE}.part && mv {EXIT_CODE}.part {EXIT_CODE}"
         )
         stale = f"{EXIT_CODE} {PID}" if restart else f"{EXIT_CODE} {EVENTS} {LOG} {PID}"

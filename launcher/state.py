@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     steps INTEGER,
     final_loss REAL,
     events_offset INTEGER NOT NULL DEFAULT 0,
-    log_offset INTEGER NOT NULL DEFAULT 0,
+    code_sha256 TEXT,
     error TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS blob_hashes (
 
 #: Terminal statuses: the job will not move again by itself.
 FINISHED = ("succeeded", "failed", "interrupted")
+#: The job ended but its machine may still be up and billing: `rtrain down JOB` ends it.
+LEAK_RISK = "leak-risk"
+#: PRAGMA user_version of the schema above; ``_migrate`` brings older registries up to it.
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -82,7 +86,8 @@ class JobRecord:
     steps: int | None
     final_loss: float | None
     events_offset: int
-    log_offset: int
+    #: the sha256 of the trainer's code blob on the machine (a restarted trainer runs the same code)
+    code_sha256: str | None
     error: str | None
     created_at: float
     updated_at: float
@@ -135,7 +140,25 @@ class Registry:
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Create the schema, or bring a registry of an earlier rtrain up to it (in one transaction)."""
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version == SCHEMA_VERSION:
+            return
+        with self._write() as db:
+            old = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
+            if old and version < 2:  # version 1: LEAK RISK in the error text, no code column, an unused offset
+                db.execute("ALTER TABLE jobs ADD COLUMN code_sha256 TEXT")
+                db.execute("UPDATE jobs SET status = ?, error = substr(error, 12) WHERE error LIKE 'LEAK RISK: %'",
+                           (LEAK_RISK,))
+                if "log_offset" in old:
+                    db.execute("ALTER TABLE jobs DROP COLUMN log_offset")
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @classmethod
     def open_default(cls) -> Registry:

@@ -1,14 +1,21 @@
-"""The upload step's pieces: files as verified blobs (with a hash cache), a model folder rebuilt on
-the machine from blobs, ``job.json``, and secrets the trainer needs (never on a command line)."""
+"""The upload step: the job's datasets and the trainer's code as verified blobs (with a hash cache),
+a local model folder rebuilt on the machine from blobs, ``job.json`` (the trainer's config, derived
+from the JobSpec), and the secrets the trainer needs in a 0600 file (never on a command line)."""
 
 from __future__ import annotations
 
 import io
+import json
 import shlex
+import tempfile
 from pathlib import Path
+from typing import Any
 
+from launcher.config import JobSpec, Settings
 from launcher.errors import ProviderError
 from launcher.executor.base import Executor
+from launcher.remote_trainer import JOB_JSON, OUTPUT, SECRETS
+from launcher.s3 import aws_env, is_s3
 from launcher.state import Registry
 from launcher.transfer import Upload, part_name, probe_blobs, upload_blob
 from launcher.ui import Reporter
@@ -18,6 +25,73 @@ q = shlex.quote
 #: Files up to this size are hashed before the upload even without a cached hash (big ones are
 #: hashed while they stream: one pass).
 SMALL = 8 << 20
+#: JobSpec keys that stay on the launcher's side (everything else is the trainer's TrainConfig)
+LAUNCHER_ONLY = {"backend", "gpu", "gpu_count", "template", "name", "output_dir", "watchdog_s", "reuse_pod", "s3",
+                 "region"}
+
+
+def upload_job(ex: Executor, registry: Registry, ui: Reporter, job_id: str, spec: JobSpec, settings: Settings,
+               jobdir: str, root: str, *, shares_filesystem: bool) -> Upload:
+    """Everything the trainer needs on the machine; returns the trainer code's blob."""
+    blobs = f"{root}/blobs"
+    made = ex.run(f"mkdir -p {q(jobdir)}")
+    if not made.ok:
+        raise ProviderError(f"cannot create {jobdir} on the machine: {made.stderr.strip()}")
+    from launcher.bundle import build_code_zip
+
+    data = [*spec.datasets, *spec.eval_datasets]
+    local = [p for p in data if not is_s3(p)]  # s3:// datasets are fetched by the trainer itself
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [(Path(p), Path(p).name) for p in local]
+        files.append((build_code_zip(Path(tmp) / "remote.zip"), "trainer code"))
+        *uploaded, code = upload_files(ex, registry, ui, job_id, files, blobs)
+    on_machine = dict(zip(local, (u.path for u in uploaded), strict=True))
+    remote = [on_machine.get(p, p) for p in data]
+    n = len(spec.datasets)
+    job = trainer_config(spec, job_id, remote[:n], remote[n:])
+
+    def machine_folder(folder: Path, name: str) -> str:
+        """A local folder (model, adapter) as the trainer sees it: in place on this machine, else rebuilt
+        on the machine from verified blobs."""
+        if shares_filesystem:
+            return str(folder)
+        return upload_model_folder(ex, registry, ui, job_id, folder, blobs, f"{jobdir}/{name}")
+
+    if spec.from_adapter:
+        job["from_adapter"] = machine_folder(Path(spec.from_adapter), "adapter_in")
+    folder = local_model_folder(spec, settings)
+    if folder is not None:
+        job["model"] = machine_folder(folder, "model")
+        job["model_name"] = str(folder)  # the adapter names the base where this machine has it
+    write_remote_file(ex, f"{jobdir}/{JOB_JSON}", json.dumps(job, indent=2).encode())
+    secrets = {}
+    if settings.hf_token and settings.hf_token.get_secret_value():
+        secrets["HF_TOKEN"] = settings.hf_token.get_secret_value()
+    if any(is_s3(p) for p in data):
+        secrets.update(aws_env())
+    if secrets and not shares_filesystem:  # a local trainer inherits this environment
+        lines = "".join(f"export {k}={q(v)}\n" for k, v in secrets.items())
+        write_remote_file(ex, f"{jobdir}/{SECRETS}", lines.encode(), private=True)
+    return code
+
+
+def trainer_config(spec: JobSpec, job_id: str, datasets: list[str], eval_datasets: list[str]) -> dict[str, Any]:
+    """The trainer's job.json (remote/jobconfig.py TrainConfig) for a JobSpec, datasets as the machine
+    names them, each mapped back to the user's name for messages."""
+    job = {k: v for k, v in spec.model_dump(mode="json").items() if k not in LAUNCHER_ONLY}
+    job.update(job_id=job_id, datasets=datasets, eval_datasets=eval_datasets, output_dir=OUTPUT,
+               model_name=spec.model,
+               dataset_names=dict(zip(datasets + eval_datasets, spec.datasets + spec.eval_datasets, strict=True)))
+    return job
+
+
+def local_model_folder(spec: JobSpec, settings: Settings) -> Path | None:
+    """The model as a folder on this machine (rtrain's tiny model, built on first use), if it is one."""
+    if spec.is_tiny_model:
+        from launcher.bundle import ensure_tiny_model
+
+        return ensure_tiny_model(settings.rtrain_home(), settings.local_python)
+    return Path(spec.model) if Path(spec.model).is_dir() else None
 
 
 def upload_files(ex: Executor, registry: Registry, ui: Reporter, job_id: str, files: list[tuple[Path, str]],

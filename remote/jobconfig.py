@@ -8,11 +8,37 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 SCHEMA_VERSION = 1
+
+
+#: The bounds of every number a job holds, applied on both sides: the launcher's JobSpec builds its
+#: pydantic constraints from this table, ``TrainConfig.check`` applies it here (a test checks the two).
+BOUNDS: dict[str, dict[str, float]] = {
+    "epochs": {"gt": 0, "le": 1000}, "max_steps": {"gt": 0, "le": 10_000_000},
+    "max_samples": {"gt": 0}, "lr": {"gt": 0, "lt": 1}, "warmup_ratio": {"ge": 0, "lt": 1},
+    "warmup_steps": {"ge": 0}, "weight_decay": {"ge": 0, "le": 10}, "lora_rank": {"gt": 0, "le": 1024},
+    "lora_alpha": {"gt": 0, "le": 1_000_000}, "lora_dropout": {"ge": 0, "lt": 1},
+    "max_seq_length": {"gt": 8, "le": 1_048_576}, "batch_size": {"gt": 0, "le": 4096},
+    "grad_accum": {"gt": 0, "le": 4096}, "eval_fraction": {"ge": 0, "lt": 1}, "eval_steps": {"gt": 0},
+    "eval_samples": {"ge": 0, "le": 100}, "save_steps": {"gt": 0}, "save_total_limit": {"gt": 0},
+    "logging_steps": {"gt": 0},
+}
+
+
+def out_of_bounds(name: str, value: float) -> str | None:
+    """Why ``value`` is not allowed for ``name`` (None: it is); infinities and NaN never are."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    for op, limit in BOUNDS.get(name, {}).items():
+        ok = {"gt": value > limit, "ge": value >= limit, "lt": value < limit, "le": value <= limit}[op]
+        if not ok:
+            word = {"gt": "greater than", "ge": "at least", "lt": "less than", "le": "at most"}[op]
+            return f"must be {word} {limit:g}"
+    return None
 
 
 class ConfigError(ValueError):
@@ -60,24 +86,19 @@ class TrainConfig:
     #: serving files to make at the end: any of "gguf", "modelfile", "merged"
     exports: list[str] = field(default_factory=list)
     version: int = SCHEMA_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
-        positive = ("epochs", "lr", "lora_rank", "lora_alpha", "max_seq_length", "batch_size", "grad_accum",
-                    "logging_steps")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0 (got {getattr(self, name)!r})")
-        if not 0 <= self.eval_fraction < 1:
-            raise ConfigError(f"eval_fraction must be in [0, 1) (got {self.eval_fraction!r})")
-        for name in ("max_steps", "max_samples", "eval_steps", "save_steps"):
+        for name in BOUNDS:
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"{name} must be > 0 (got {value!r})")
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{name} must be a number (got {value!r})")
+            why = out_of_bounds(name, value)
+            if why:
+                raise ConfigError(f"{name} {why} (got {value!r})")
         if not self.datasets:
             raise ConfigError("datasets is empty")
-        if not 0 <= self.lora_dropout < 1:
-            raise ConfigError(f"lora_dropout must be in [0, 1) (got {self.lora_dropout!r})")
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -243,3 +243,29 @@ def events(home: Path, job_id: str, kind: str | None = None) -> list[dict]:
         db.close()
     return [{"kind": k, "message": m, "data": json.loads(d) if d else None} for k, m, d in rows
             if kind is None or k == kind]
+
+
+#: The fake Lambda Cloud's API key: a secret no output or file may ever show.
+LAMBDA_KEY = "lambda-test-key-SECRET-9876543210"
+
+
+@pytest.fixture
+def lambda_cloud(tmp_path: Path, home_with_tiny: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fake Lambda Cloud API (tests/fake_lambda.py) whose instances are real sshd VMs; no instance and
+    no registered SSH key may outlive the test."""
+    from fake_lambda import FakeLambda
+    from pods import can_run_pods
+
+    if can_run_pods() is not None:
+        pytest.skip(str(can_run_pods()))
+    fake = FakeLambda(tmp_path / "vms", api_key=LAMBDA_KEY, vm_env={"HF_HUB_OFFLINE": "1"}).start()
+    monkeypatch.setenv("LAMBDA_API_KEY", LAMBDA_KEY)
+    monkeypatch.setenv("RTRAIN_LAMBDA_API_URL", fake.url)
+    monkeypatch.setenv("RTRAIN_READY_TIMEOUT_S", "60")
+    try:
+        yield fake
+        leaked = fake.running()
+        assert leaked == [], f"instances left running: {leaked}"
+        assert fake.ssh_keys == {}, f"SSH keys left registered: {[k['name'] for k in fake.ssh_keys.values()]}"
+    finally:
+        fake.stop()

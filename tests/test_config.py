@@ -82,3 +82,40 @@ def test_a_gguf_export_of_an_adapter_with_embeddings_is_refused_up_front() -> No
     with pytest.raises(UsageError, match="would carry embed_tokens weights"):
         check_exports(spec)
     check_exports(spec.model_copy(update={"exports": ["merged"]}))  # a merged model can hold them
+
+
+def test_jobspec_and_the_trainers_config_agree_on_fields_defaults_and_bounds() -> None:
+    # two classes (the trainer must run without pydantic), one schema
+    import dataclasses
+    import math
+
+    from pydantic import ValidationError
+
+    from launcher.uploads import LAUNCHER_ONLY
+    from remote.jobconfig import BOUNDS, ConfigError, TrainConfig
+
+    trainer_only = {"job_id", "dataset_names", "model_name", "version", "output_dir"}
+    spec_fields = set(JobSpec.model_fields) - LAUNCHER_ONLY
+    config_fields = {f.name for f in dataclasses.fields(TrainConfig)} - trainer_only
+    assert spec_fields == config_fields
+    spec = JobSpec(model="m", datasets=["d"])
+    config = TrainConfig(job_id="j", model="m", datasets=["d"])
+    for name in sorted(spec_fields - {"model", "datasets"}):
+        assert getattr(spec, name) == getattr(config, name), name
+    assert set(BOUNDS) <= spec_fields
+    for name, bound in BOUNDS.items():
+        integer = isinstance(getattr(config, name) or 0, int) and not isinstance(getattr(config, name), float)
+        edges = [v for limit in bound.values() for v in (limit - 1, limit, limit + 1)] + [math.inf, math.nan]
+        for value in edges:
+            value = int(value) if integer and math.isfinite(value) else value
+            try:
+                JobSpec(model="m", datasets=["d"], **{name: value})
+                spec_ok = True
+            except ValidationError:
+                spec_ok = False
+            try:
+                TrainConfig(job_id="j", model="m", datasets=["d"], **{name: value}).check()
+                config_ok = True
+            except ConfigError:
+                config_ok = False
+            assert spec_ok == config_ok, (name, value, spec_ok, config_ok)

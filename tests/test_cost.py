@@ -36,16 +36,22 @@ def test_unknown_alias_through_the_cli(cli, home: Path) -> None:
     assert result.code == 2 and "--gpu v100: unknown GPU (valid: h100" in result.err
 
 
-def test_gpus_uses_the_bundled_catalog_without_a_key(cli, home: Path) -> None:
+def test_gpus_shows_every_provider_from_the_bundled_catalog_without_keys(cli, home: Path) -> None:
     result = cli("gpus", "--json")
     data = json.loads(result.out)
-    assert result.code == 0 and data["source"].startswith("bundled catalog of 20")
-    h100 = next(g for g in data["gpus"] if g["alias"] == "h100")
-    assert h100 == {"alias": "h100", "provider_id": "NVIDIA H100 80GB HBM3", "vram_gb": 80, "arch": "sm_90",
-                    "bf16_tflops": 989, "price_per_hr": 2.69, "prices": {"secure": 2.69, "community": 2.39}}
-    assert "gh200" not in {g["alias"] for g in data["gpus"]}  # not a RunPod GPU
+    assert result.code == 0 and set(data["sources"]) == {"runpod", "lambda"}
+    assert all(source.startswith("bundled catalog of 20") for source in data["sources"].values())
+    rows = {g["alias"]: g for g in data["gpus"]}
+    assert rows["h100"]["vram_gb"] == 80 and rows["h100"]["arch"] == "sm_90"
+    assert rows["h100"]["offers"] == {
+        "runpod": {"id": "NVIDIA H100 80GB HBM3", "price_per_hr": 2.69, "prices": {"secure": 2.69, "community": 2.39}},
+        "lambda": {"id": "gpu_1x_h100_sxm5", "price_per_hr": 3.29, "prices": {"on_demand": 3.29}}}
+    assert set(rows["gh200"]["offers"]) == {"lambda"} and set(rows["rtx4090"]["offers"]) == {"runpod"}
     table = cli("gpus")
-    assert "bundled catalog" in table.out and "NVIDIA GeForce RTX 5090" in table.out and "sm_120" in table.out
+    assert "RunPod: $/GPU-hour on demand, bundled catalog" in table.out and "LAMBDA $/HR" in table.out
+    assert "NVIDIA GeForce RTX 5090" not in table.out and "sm_120" in table.out  # ids only for one provider
+    only = json.loads(cli("gpus", "--backend", "runpod", "--json").out)
+    assert set(only["sources"]) == {"runpod"} and "gh200" not in {g["alias"] for g in only["gpus"]}
 
 
 @pytest.fixture
@@ -61,25 +67,27 @@ def fake_runpod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def test_gpus_reads_live_runpod_prices(cli, home: Path, fake_runpod) -> None:
     data = json.loads(cli("gpus", "--json").out)
-    assert data["source"] == "live from RunPod"
-    h100 = next(g for g in data["gpus"] if g["alias"] == "h100")
+    assert data["sources"] == {"runpod": "live from RunPod", "lambda": data["sources"]["lambda"]}
+    h100 = next(g for g in data["gpus"] if g["alias"] == "h100")["offers"]["runpod"]
     assert h100["price_per_hr"] == 2.99 and h100["prices"] == {"secure": 2.99, "community": 2.69, "spot": 1.75}
     assert any("gpuTypes" in c["query"] for c in fake_runpod.calls) and fake_runpod.ledger == {}
 
 
-def test_gpus_reads_live_lambda_prices_per_gpu(cli, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeLambda().start()
+def test_gpus_reads_live_lambda_prices_per_gpu(cli, home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    fake = FakeLambda(tmp_path / "vms").start()
     try:
         monkeypatch.setenv("LAMBDA_API_KEY", fake.api_key)
         monkeypatch.setenv("RTRAIN_LAMBDA_API_URL", fake.url)
         data = json.loads(cli("gpus", "--backend", "lambda", "--json").out)
-        prices = {g["alias"]: g["price_per_hr"] for g in data["gpus"]}
-        assert data["source"] == "live from Lambda Cloud"
+        prices = {g["alias"]: g["offers"]["lambda"]["price_per_hr"] for g in data["gpus"]}
+        assert data["sources"] == {"lambda": "live from Lambda Cloud"}
         assert prices["h100"] == 3.29 and prices["a10"] == 0.75
         assert prices["a100"] == pytest.approx(1.79)  # an 8-GPU instance, priced per GPU
-        monkeypatch.setenv("LAMBDA_API_KEY", "wrong")
-        bad = cli("gpus", "--backend", "lambda")
-        assert bad.code == 3 and "Lambda Cloud rejected the API key (HTTP 401)" in bad.err
+        monkeypatch.setenv("LAMBDA_API_KEY", "wrong-key-SECRET")
+        bad = cli("gpus", "--backend", "lambda")  # a rejected key: the catalog's prices, and why
+        assert bad.code == 0 and "bundled catalog" in bad.out
+        assert "warning: Lambda Cloud rejected the API key: check LAMBDA_API_KEY; using the bundled" in bad.err
+        assert "wrong-key-SECRET" not in bad.out + bad.err
     finally:
         fake.stop()
 
@@ -90,8 +98,8 @@ def cost_json(cli, *args: str) -> dict:
     return json.loads(result.out)
 
 
-def by_alias(data: dict) -> dict:
-    return {g["alias"]: g for g in data["gpus"]}
+def by_alias(data: dict, provider: str = "runpod") -> dict:
+    return {g["alias"]: g for g in data["gpus"] if g["provider"] == provider}
 
 
 def test_14b_qlora_preset_fits_a_24gb_card_and_32b_lora16_does_not(cli, home: Path) -> None:
@@ -119,12 +127,17 @@ def test_the_same_flags_give_the_estimate_launch_would_use(cli, home: Path) -> N
 
 def test_cheapest_fit_follows_the_prices(cli, home: Path, fake_runpod) -> None:
     data = cost_json(cli, "--model", "unsloth/Qwen3-0.6B", "--gpu", "h100,h100-pcie,rtx4090")
-    assert data["prices"] == "live from RunPod" and data["cheapest_fit"] == "rtx4090"
+    assert data["prices"]["runpod"] == "live from RunPod" and data["prices"]["lambda"].startswith("bundled")
+    assert data["cheapest_fit"] == {"provider": "runpod", "gpu": "rtx4090"}
     for g in fake_runpod.gpu_types:
         if g["id"] == "NVIDIA GeForce RTX 4090":
             g["securePrice"] = 9.99
+        if g["id"] == "NVIDIA H100 PCIe":
+            g["securePrice"] = 2.59  # now above Lambda's 2.49
     assert cost_json(cli, "--model", "unsloth/Qwen3-0.6B", "--gpu", "h100,h100-pcie,rtx4090")["cheapest_fit"] == \
-        "h100-pcie"
+        {"provider": "lambda", "gpu": "h100-pcie"}
+    text = cli("cost", "--dataset", str(SAMPLE), "--model", "unsloth/Qwen3-0.6B", "--gpu", "h100-pcie")
+    assert "cheapest that fits: h100-pcie on lambda" in text.out
 
 
 def test_tiny_model_is_counted_with_its_own_tokenizer(cli, home_with_tiny: Path) -> None:
@@ -137,7 +150,8 @@ def test_tiny_model_is_counted_with_its_own_tokenizer(cli, home_with_tiny: Path)
     (["--model", "someorg/mystery-model", "--dataset", str(SAMPLE)], "--model someorg/mystery-model: unknown size"),
     (["--model", "unsloth/Qwen3-8B", "--dataset", "missing.jsonl"], "missing.jsonl: no such file"),
     (["--model", "unsloth/Qwen3-8B", "--dataset", str(SAMPLE), "--epochs", "0"], "--epochs: input should be greater"),
-    (["--model", "unsloth/Qwen3-8B", "--dataset", str(SAMPLE), "--gpu", "gh200"], "not offered by runpod"),
+    (["--model", "unsloth/Qwen3-8B", "--dataset", str(SAMPLE), "--gpu", "gh200", "--backend", "runpod"],
+     "not offered by runpod"),
 ])
 def test_bad_cost_inputs_exit_2(cli, home: Path, args: list[str], needle: str) -> None:
     result = cli("cost", *args)

@@ -168,12 +168,10 @@ def test_resume_after_the_launcher_died(home_with_tiny: Path, cli_proc) -> None:
 
 
 def test_detach_then_resume(home_with_tiny: Path, cli_proc) -> None:
-    result = cli_proc("launch", "--local", "--max-steps", "10", "--detach", "--watchdog", "30m", "--json")
+    result = cli_proc("launch", "--local", "--max-steps", "10", "--detach", "--json")
     assert result.code == 0, result.err
     job = result.json_line()
     assert job["status"] == "running" and job["adapter_dir"] is None
-    # the job folder arms the pod's watchdog (docker/watchdog.sh reads this file)
-    assert (home_with_tiny / "local" / "jobs" / job["job_id"] / "watchdog").read_text().strip() == "1800"
     assert "rtrain resume" in result.err
     followed = cli_proc("logs", job["job_id"], "--follow")  # returns once the trainer has ended
     assert followed.code == 0 and "train_runtime" in followed.out

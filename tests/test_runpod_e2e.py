@@ -77,7 +77,7 @@ def test_full_run_trains_over_ssh_and_terminates_the_pod(runpod: FakeRunPod, hom
     # show puts the billed cost beside the estimate made before launch
     shown = cli_proc("show", job["job_id"])
     line = next(x for x in shown.out.splitlines() if x.strip().startswith("cost:"))
-    assert "billed $" in line and "estimate on h100:" in line
+    assert "billed $" in line and "estimate on runpod h100:" in line
 
 
 def fault_bin(tmp_path: Path, name: str, script: str) -> dict[str, str]:
@@ -275,9 +275,12 @@ def test_a_pod_that_will_not_terminate_is_marked_leak_risk_and_down_ends_it(runp
 
 def test_ls_pods_shows_live_pods_and_down_ends_one_no_job_knows(runpod: FakeRunPod, cli_proc, tmp_path,
                                                                 monkeypatch) -> None:
-    proc = launch(*JOB, "--detach", "--json")
+    proc = launch(*JOB, "--detach", "--watchdog", "30m", "--json")
     assert proc.returncode == 0, proc.stderr
     job = last_json(proc)
+    # the job folder arms the pod's watchdog (docker/watchdog.sh reads this file)
+    pod = runpod.ledger[job["pod_id"]]
+    assert (pod.machine.workspace / "rtrain" / "jobs" / job["job_id"] / "watchdog").read_text().strip() == "1800"
     listed = json.loads(cli_proc("ls", "--pods", "--json").out)
     assert [(p["pod_id"], p["job_id"]) for p in listed["pods"]] == [(job["pod_id"], job["job_id"])]
     # from another machine (an empty RTRAIN_HOME) the pod is an orphan: shown, and ended by its id
@@ -291,7 +294,7 @@ def test_ls_pods_shows_live_pods_and_down_ends_one_no_job_knows(runpod: FakeRunP
 def test_launch_shows_the_estimate_and_asks_before_renting(runpod: FakeRunPod, cli_proc) -> None:
     no_yes = launch(*[a for a in JOB if a != "--yes"])
     assert no_yes.returncode == 2 and "add --yes to launch" in no_yes.stderr
-    assert "estimate on h100:" in no_yes.stderr and runpod.ledger == {}
+    assert "estimate on runpod h100:" in no_yes.stderr and runpod.ledger == {}
     calls = len(runpod.calls)  # only the price lookup so far
     too_big = launch("--gpu", "rtx4090", "--model", "unsloth/Qwen3-32B", "--dataset", str(SAMPLE), "--yes")
     assert too_big.returncode == 2

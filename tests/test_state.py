@@ -75,3 +75,28 @@ def test_two_processes_write_at_once(tmp_path: Path) -> None:
     assert len([e for e in reg.events("a") if e["kind"] == "test"]) == 150
     assert len([e for e in reg.events("b") if e["kind"] == "test"]) == 150
     assert reg.get("a").steps == 149
+
+
+def test_a_registry_of_an_earlier_rtrain_is_migrated(tmp_path: Path) -> None:
+    # version 1 (rtrain 0.1): LEAK RISK lived in the error text, a log_offset column nothing used
+    db = tmp_path / "state.db"
+    old = sqlite3.connect(db)
+    old.executescript("""
+        CREATE TABLE jobs (id TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL, phase TEXT NOT NULL,
+            backend TEXT NOT NULL, spec TEXT NOT NULL, pod_id TEXT, pod_name TEXT, workdir TEXT, output_dir TEXT,
+            adapter_dir TEXT, price_per_hr REAL, cost_usd REAL, steps INTEGER, final_loss REAL,
+            events_offset INTEGER NOT NULL DEFAULT 0, log_offset INTEGER NOT NULL DEFAULT 0, error TEXT,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL, started_at REAL, finished_at REAL);
+        CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, ts REAL NOT NULL,
+            kind TEXT NOT NULL, message TEXT NOT NULL, data TEXT);
+        INSERT INTO jobs (id, status, phase, backend, spec, pod_id, error, created_at, updated_at)
+            VALUES ('old-1', 'failed', 'follow', 'runpod', '{}', 'p1', 'LEAK RISK: pod p1 may still be running: 500',
+                    1, 1), ('old-2', 'succeeded', 'done', 'local', '{}', NULL, NULL, 2, 2);
+    """)
+    old.close()
+    reg = Registry(db)
+    leaked = reg.get("old-1")
+    assert leaked.status == "leak-risk" and leaked.error == "pod p1 may still be running: 500"
+    assert reg.get("old-2").status == "succeeded" and leaked.code_sha256 is None
+    assert "log_offset" not in {r[1] for r in sqlite3.connect(db).execute("PRAGMA table_info(jobs)")}
+    assert Registry(db).get("old-1").status == "leak-risk"  # opening again changes nothing

@@ -129,7 +129,7 @@ def run_trainer(job_dir: Path, job: dict) -> tuple[int, list[dict]]:
 def test_trainer_rejects_a_bad_job_file_with_an_error_event(tmp_path: Path) -> None:
     code, events = run_trainer(tmp_path, {"job_id": "x", "model": "m", "datasets": ["d"], "lora_rank": 0})
     assert code == 2
-    assert events[-1]["event"] == "error" and "lora_rank must be > 0" in events[-1]["message"]
+    assert events[-1]["event"] == "error" and "lora_rank must be greater than 0 (got 0)" in events[-1]["message"]
     code, events = run_trainer(tmp_path, {"job_id": "x", "model": "m", "datasets": ["d"], "surprise": 1})
     assert code == 2 and "unknown keys ['surprise']" in events[-1]["message"]
 

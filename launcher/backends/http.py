@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
 
-from launcher.errors import ProviderError
+from launcher.errors import AuthRejected, ProviderError
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 
@@ -43,12 +43,19 @@ class RetryPolicy:
     max_total_s: float = 120.0
     base_s: float = 0.5
     cap_s: float = 20.0
+    #: seconds for one request (connect, read)
+    timeout_s: float = 30.0
+
+    @classmethod
+    def quick(cls) -> RetryPolicy:
+        """For lookups a user waits on (prices, lists): an answer, or a failure, within seconds."""
+        return cls(attempts=2, max_total_s=6.0, base_s=0.5, cap_s=2.0, timeout_s=5.0)
 
     def wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         backoff = min(self.cap_s, self.base_s * 2 ** (state.attempt_number - 1))
         if isinstance(exc, RetryableHTTPError) and exc.retry_after is not None:
-            return min(max(exc.retry_after, 0.0), 60.0)
+            return min(max(exc.retry_after, 0.0), 60.0, self.max_total_s)
         return backoff
 
 
@@ -57,11 +64,11 @@ def _retryable(exc: BaseException) -> bool:
 
 
 class HTTPClient:
-    def __init__(self, base_url: str, api_key: str, provider: str, key_env: str, *, timeout: float = 30.0,
+    def __init__(self, base_url: str, api_key: str, provider: str, key_env: str, *,
                  policy: RetryPolicy | None = None) -> None:
         self.provider, self.key_env = provider, key_env
         self.policy = policy or RetryPolicy()
-        self._client = httpx.Client(base_url=base_url, timeout=timeout,
+        self._client = httpx.Client(base_url=base_url, timeout=self.policy.timeout_s,
                                     headers={"Authorization": f"Bearer {api_key}",
                                              "User-Agent": "rtrain", "Accept": "application/json"})
 
@@ -84,8 +91,8 @@ class HTTPClient:
         except httpx.TransportError as exc:
             raise ProviderError(f"cannot reach the {self.provider} API: {type(exc).__name__}: {exc}") from None
         if response.status_code in (401, 403):
-            raise ProviderError(f"{self.provider} rejected the API key (HTTP {response.status_code}): check "
-                                f"{self.key_env}")
+            raise AuthRejected(f"{self.provider} rejected the API key (HTTP {response.status_code}): check "
+                               f"{self.key_env}")
         return response
 
     def _once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:

@@ -11,35 +11,51 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
-from launcher.backends.base import Pod, PodRequest
+from launcher.backends.base import Leftover, Pod, PodRequest
 from launcher.config import Settings
+from launcher.errors import UsageError
 from launcher.executor.local import LocalExecutor
+from launcher.runtime import PlainPython
+
+if TYPE_CHECKING:
+    from launcher.pricing import PriceTable
 
 POD_PREFIX = "local-"
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class LocalBackend:
-    name = "local"
-    shares_filesystem = True
-    uses_ssh = False
+    name: ClassVar[str] = "local"
+    title: ClassVar[str] = "this machine"
+    key_env: ClassVar[str | None] = None
+    shares_filesystem: ClassVar[bool] = True
+    uses_ssh: ClassVar[bool] = False
+    lacks: ClassVar[dict[str, str]] = {
+        "spot": "this machine is not rented",
+        "stop_resume": "this machine is not rented",
+        "watchdog": "this machine is not rented: nothing bills when the job ends",
+        "keep_pod": "this machine is not rented: there is no pod to keep",
+    }
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, quick: bool = False) -> None:
         self.settings = settings
         self.root = settings.rtrain_home() / "local"
+
+    @classmethod
+    def api_key(cls, settings: Settings) -> str | None:
+        return None
+
+    @classmethod
+    def on_demand(cls, prices: dict[str, float], settings: Settings) -> float | None:
+        return 0.0
+
+    def live_prices(self) -> PriceTable:
+        raise UsageError("this machine has no prices")
 
     def _folder(self, pod_id: str) -> Path:
         return self.root / "jobs" / pod_id.removeprefix(POD_PREFIX)
@@ -62,6 +78,18 @@ class LocalBackend:
 
     def executor(self, pod: Pod, keys: object = None) -> LocalExecutor:
         return LocalExecutor(self.settings.local_python)
+
+    def runtime(self, pod: Pod) -> PlainPython:
+        return PlainPython(self.settings.local_python or sys.executable)
+
+    def release(self, job_id: str) -> None:
+        """Nothing is kept for a local job but its folder."""
+
+    def leftovers(self) -> list[Leftover]:
+        return []
+
+    def remove(self, leftover: Leftover) -> None:
+        """Nothing to remove."""
 
     def terminate(self, pod_id: str) -> None:
         folder = self._folder(pod_id)

@@ -3,7 +3,7 @@
 Quirks handled here, where they live:
 - ``runtime`` is null for minutes while a large image is pulled, and ``desiredStatus`` says RUNNING
   long before sshd answers: readiness is a public TCP mapping of port 22, then an SSH banner, then an
-  authenticated command.
+  authenticated command (launcher/backends/ssh_ready.py).
 - ``runtime.ports`` lists udp, http and private entries for the same private port: only
   ``privatePort 22, type tcp, isIpPublic true`` is SSH. The endpoint is always read from the pod's
   current runtime, never remembered from an earlier run.
@@ -14,23 +14,27 @@ Quirks handled here, where they live:
 
 from __future__ import annotations
 
-import socket
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from launcher.backends.base import Pod, PodRequest, SSHEndpoint
+from launcher.backends.base import NoCapacity, Pod, PodRequest, SSHEndpoint, api_key_of
 from launcher.backends.http import RetryPolicy
 from launcher.backends.runpod_api import RunPodAPI, RunPodError
-from launcher.catalog import resolve_gpu
+from launcher.backends.ssh_ready import wait_for_ssh
+from launcher.catalog import catalog, resolve_gpu
 from launcher.config import Settings
 from launcher.errors import ProviderError, UsageError
-from launcher.executor.ssh import HostKeyMismatch, SSHExecutor
+from launcher.executor.ssh import SSHExecutor
 from launcher.keys import JobKeys
+from launcher.runtime import PlainPython
+
+if TYPE_CHECKING:
+    from launcher.backends.base import Leftover
+    from launcher.pricing import PriceTable
 
 #: RunPod's desiredStatus -> rtrain's pod status (base.POD_STATUSES); unknown words map to "unknown".
 STATUS = {"CREATED": "pending", "RUNNING": "running", "RESTARTING": "pending", "EXITED": "exited",
-          "PAUSED": "exited", "DEAD": "exited", "TERMINATED": "terminated"}
+          "PAUSED": "exited", "DEAD": "lost", "TERMINATED": "terminated"}
 POD_PREFIX = "rtrain-"
 ROOT = "/workspace/rtrain"
 
@@ -48,44 +52,74 @@ def ssh_endpoint(raw: dict[str, Any]) -> tuple[SSHEndpoint | None, str]:
     return None, f"no public TCP mapping for port 22 yet (ports: {', '.join(seen) or 'none'})"
 
 
-def wait_for_banner(host: str, port: int, timeout: float = 5.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            return s.recv(64).startswith(b"SSH-")
-    except OSError:
-        return False
-
-
 class RunPodBackend:
-    name = "runpod"
-    shares_filesystem = False
-    uses_ssh = True
+    name: ClassVar[str] = "runpod"
+    title: ClassVar[str] = "RunPod"
+    key_env: ClassVar[str | None] = "RUNPOD_API_KEY"
+    shares_filesystem: ClassVar[bool] = False
+    uses_ssh: ClassVar[bool] = True
+    lacks: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, settings: Settings) -> None:
-        if settings.runpod_api_key is None or not settings.runpod_api_key.get_secret_value():
+    def __init__(self, settings: Settings, *, quick: bool = False) -> None:
+        key = self.api_key(settings)
+        if key is None:
             raise UsageError("RUNPOD_API_KEY is not set (export it, or put it in .env)")
         self.settings = settings
-        self.api = RunPodAPI(settings.runpod_api_url, settings.runpod_api_key.get_secret_value(),
-                             policy=RetryPolicy(attempts=settings.api_retries))
+        policy = RetryPolicy.quick() if quick else RetryPolicy(attempts=settings.api_retries)
+        self.api = RunPodAPI(settings.runpod_api_url, key, policy=policy)
+
+    @classmethod
+    def api_key(cls, settings: Settings) -> str | None:
+        return api_key_of(settings, "runpod_api_key")
+
+    # prices -----------------------------------------------------------------------------------
+
+    @classmethod
+    def on_demand(cls, prices: dict[str, float], settings: Settings) -> float | None:
+        """The price of the cloud type rtrain asks for (ALL: the cheaper of secure and community)."""
+        cloud = settings.runpod_cloud_type
+        if cloud == "COMMUNITY":
+            return prices.get("community") or prices.get("secure")
+        if cloud == "ALL":
+            options = [v for k, v in prices.items() if k in ("secure", "community") and v]
+            return min(options) if options else None
+        return prices.get("secure") or prices.get("community")
+
+    def live_prices(self) -> PriceTable:
+        from launcher.pricing import PriceTable
+
+        by_id = {g["id"]: g for g in self.api.gpu_types()}
+        detail = {}
+        for alias, gpu in catalog().items():
+            g = by_id.get(gpu.provider_id(self.name) or "")
+            if g:
+                kinds = {"secure": g.get("securePrice"), "community": g.get("communityPrice"),
+                         "spot": g.get("secureSpotPrice") or g.get("communitySpotPrice")}
+                detail[alias] = {k: float(v) for k, v in kinds.items() if v}
+        return PriceTable.of(self.name, detail, self.settings, "live from RunPod")
+
+    # pods -------------------------------------------------------------------------------------
 
     def _pod(self, raw: dict[str, Any]) -> Pod:
         endpoint, _ = ssh_endpoint(raw)
-        return Pod(id=str(raw["id"]), name=str(raw.get("name") or ""),
-                   status=STATUS.get(str(raw.get("desiredStatus")), "unknown"),
+        word = str(raw.get("desiredStatus"))
+        return Pod(id=str(raw["id"]), name=str(raw.get("name") or ""), status=STATUS.get(word, "unknown"),
                    price_per_hr=float(raw.get("costPerHr") or 0.0), ssh=endpoint, root=ROOT,
-                   extra={"gpu": (raw.get("machine") or {}).get("gpuDisplayName")})
+                   gpu=str((raw.get("machine") or {}).get("gpuDisplayName") or ""), provider_status=word)
 
     def _deploy_input(self, request: PodRequest, gpu_id: str, cloud: str) -> dict[str, Any]:
         env = {"PUBLIC_KEY": request.public_key or "", "RTRAIN_SSH_HOST_KEY": request.host_private_key or ""}
         env.update(request.env)
         s = self.settings
-        return {
+        deploy = {
             "name": request.name, "imageName": s.image, "gpuTypeId": gpu_id, "gpuCount": request.gpu_count,
             "cloudType": cloud, "containerDiskInGb": s.container_disk_gb, "volumeInGb": s.volume_gb,
             "volumeMountPath": "/workspace", "ports": "22/tcp", "supportPublicIp": True, "startSsh": False,
             "env": [{"key": k, "value": v} for k, v in env.items() if v],
         }
+        if request.region:
+            deploy["dataCenterId"] = request.region
+        return deploy
 
     def create(self, request: PodRequest) -> Pod:
         clouds = [self.settings.runpod_cloud_type]
@@ -93,7 +127,7 @@ class RunPodBackend:
             clouds.append("ALL")
         full: list[str] = []
         for alias in request.gpus:
-            gpu_id = resolve_gpu(alias, "runpod").runpod
+            gpu_id = resolve_gpu(alias, self.name).provider_id(self.name)
             assert gpu_id is not None
             for cloud in clouds:
                 try:
@@ -102,8 +136,8 @@ class RunPodBackend:
                     if not exc.is_capacity:
                         raise
                     full.append(f"{alias} ({cloud.lower()} cloud)")
-        raise ProviderError(f"RunPod has no capacity for {', '.join(full)}: no pod was created; try other GPUs "
-                            "(--gpu h100,h100-pcie,a100 tries them in order) or later")
+        raise NoCapacity(f"RunPod has no capacity for {', '.join(full)}: no pod was created; try other GPUs "
+                         "(--gpu h100,h100-pcie,a100 tries them in order) or later")
 
     def get(self, pod_id: str) -> Pod | None:
         raw = self.api.pod(pod_id)
@@ -113,67 +147,45 @@ class RunPodBackend:
 
     def wait_ready(self, pod: Pod, keys: JobKeys | None, *, deadline_s: float,
                    on_state: Callable[[str], None] | None = None) -> Pod:
-        """Poll until the pod runs a command over SSH: a public TCP port 22, a banner, a login."""
         assert keys is not None
-        start = time.monotonic()
-        deadline = start + deadline_s
-        delay, last = 0.3, ""
+        latest: dict[str, Any] = {}
 
-        def note(state: str) -> None:
-            nonlocal last
-            if state != last:
-                last = state
-                if on_state:
-                    on_state(state)
-
-        while True:
+        def poll() -> tuple[SSHEndpoint | None, str]:
             raw = self.api.pod(pod.id)
             if raw is None:
                 raise ProviderError(f"pod {pod.id} disappeared while starting (RunPod no longer knows it)")
             status = str(raw.get("desiredStatus"))
-            if status in ("EXITED", "DEAD", "TERMINATED", "PAUSED"):
+            if STATUS.get(status) in ("exited", "lost", "terminated"):
                 raise ProviderError(f"pod {pod.id} stopped while starting (desiredStatus {status})")
-            endpoint, why = ssh_endpoint(raw)
-            if endpoint is None:
-                note(why)
-            elif not wait_for_banner(endpoint.host, endpoint.port):
-                note(f"sshd not answering on {endpoint.host}:{endpoint.port} yet")
-            else:
-                note(f"logging in to {endpoint.host}:{endpoint.port}")
-                ready = self._try_login(pod, raw, endpoint, keys)
-                if ready is not None:
-                    return ready
-                note(f"sshd on {endpoint.host}:{endpoint.port} does not accept the job's key yet")
-            if time.monotonic() + delay > deadline:
-                raise ProviderError(f"pod {pod.id} was not ready after {deadline_s:.0f}s; last seen: {last}")
-            time.sleep(delay)
-            delay = min(delay * 1.6, 5.0)
+            latest.update(raw)
+            return ssh_endpoint(raw)
 
-    def _try_login(self, pod: Pod, raw: dict[str, Any], endpoint: SSHEndpoint, keys: JobKeys) -> Pod | None:
-        import paramiko
-
-        ex = SSHExecutor(endpoint, keys, python=self.settings.remote_python, connect_timeout=10, reconnect_for_s=0)
-        try:
-            if ex.run("true", timeout=30).ok:
-                ready = self._pod(raw)
-                ready.ssh = endpoint
-                return ready
-        except HostKeyMismatch:
-            raise  # not a matter of waiting: somebody else answers at that address
-        except (ProviderError, paramiko.SSHException, OSError, EOFError):
-            return None
-        finally:
-            ex.close()
-        return None
+        endpoint = wait_for_ssh(f"pod {pod.id}", poll, keys, deadline_s=deadline_s, python=self.settings.remote_python,
+                                on_state=on_state)
+        ready = self._pod(latest)
+        ready.ssh = endpoint
+        return ready
 
     def executor(self, pod: Pod, keys: JobKeys | None) -> SSHExecutor:
         if pod.ssh is None or keys is None:
             raise ProviderError(f"pod {pod.id} has no SSH endpoint or keys: wait for it first")
         return SSHExecutor(pod.ssh, keys, python=self.settings.remote_python)
 
+    def runtime(self, pod: Pod) -> PlainPython:
+        return PlainPython(self.settings.remote_python)  # the pod boots rtrain's image
+
     def terminate(self, pod_id: str) -> None:
         self.api.terminate(pod_id)
+
+    def release(self, job_id: str) -> None:
+        """RunPod keeps nothing for a job but its pod (the keys travel in the pod's environment)."""
 
     def list(self) -> list[Pod]:
         return [self._pod(raw) for raw in self.api.my_pods()
                 if str(raw.get("name") or "").startswith(POD_PREFIX) and raw.get("desiredStatus") != "TERMINATED"]
+
+    def leftovers(self) -> list[Leftover]:
+        return []
+
+    def remove(self, leftover: Leftover) -> None:
+        raise ProviderError(f"RunPod has no {leftover.kind} to remove")
