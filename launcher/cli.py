@@ -47,7 +47,7 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, self.lazy[name][1] if name in self.lazy else self.commands[name].get_short_help_str(70))
+        rows = [(name, self.lazy[name][1] if name in self.lazy else self.commands[name].get_short_help_str(120))
                 for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
