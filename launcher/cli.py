@@ -58,7 +58,7 @@ LAZY = {
     "ls": ("launcher.cli_jobs:list_jobs", "List jobs, newest last (and, with --pods, the machines providers run)."),
     "show": ("launcher.cli_jobs:show", "Show one job: its spec, outcome and events."),
     "logs": ("launcher.cli_jobs:logs", "Print a job's trainer log (from its machine while it runs)."),
-    "gpus": ("launcher.cli_cost:gpus", "The GPUs rtrain knows, RunPod and Lambda side by side, with prices."),
+    "gpus": ("launcher.cli_cost:gpus", "The GPUs rtrain knows, every provider side by side, with prices."),
     "cost": ("launcher.cli_cost:cost", "What a job will cost on each provider and GPU, before anything is rented."),
     "export": ("launcher.cli_export:export_cmd", "Make serving files from a job's adapter: GGUF, Modelfile, merged."),
     "merge-adapters": ("launcher.cli_export:merge_adapters_cmd",

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from launcher.backends import AUTO, cloud_names
 from launcher.cli_options import job_options, job_values, load_settings
 
 
@@ -19,13 +20,11 @@ def _table(header: list[str], lines: list[list[str]]) -> None:
 
 
 def _providers(backend: str | None) -> list[str]:
-    from launcher.backends import AUTO, cloud_names
-
     return cloud_names() if backend in (None, AUTO, "local") else [backend]
 
 
 @click.command()
-@click.option("--backend", type=click.Choice(["runpod", "lambda", "auto"]), default="auto", show_default=True,
+@click.option("--backend", type=click.Choice([*cloud_names(), AUTO]), default=AUTO, show_default=True,
               help="One provider, or every one side by side (auto).")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def gpus(backend: str, as_json: bool) -> None:

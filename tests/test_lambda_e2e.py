@@ -203,3 +203,27 @@ def test_auto_takes_the_cheapest_and_falls_back_to_the_other_provider(lambda_clo
     choice = events(home_with_tiny, job["job_id"], "choice")[0]
     assert choice["data"]["offers"] == [["runpod", "h100"], ["lambda", "h100"]]
     assert cli_proc("down", job["job_id"]).code == 0
+
+
+def test_a_kept_instance_is_reused_and_an_orphan_ends_with_its_key(lambda_cloud: FakeLambda, home_with_tiny: Path,
+                                                                  cli_proc, tmp_path: Path, monkeypatch) -> None:
+    first = launch(*JOB, "--max-steps", "2", "--keep-pod", "--json")
+    assert first.returncode == 0, first.stderr
+    kept = last_json(first)
+    assert lambda_cloud.running() == [kept["pod_id"]] and "left running (--keep-pod)" in first.stderr
+    second = launch("--pod", kept["pod_id"], "--template", "tiny-cpu", "--dataset", str(SAMPLE), "--detach",
+                    "--yes", "--json")
+    assert second.returncode == 0, second.stderr
+    job = last_json(second)
+    assert job["backend"] == "lambda" and len(lambda_cloud.ledger) == 1
+    sent = {e["message"].split(":")[0]: e["data"]["bytes"] for e in events(home_with_tiny, job["job_id"], "upload")}
+    assert sent["chats.jsonl"] == 0 and sent["trainer code"] == 0
+    # the image was pulled once for both jobs
+    assert [c for c in lambda_cloud.ledger[kept["pod_id"]].machine.docker_calls() if c[0] == "pull"] == \
+        [["pull", lambda_cloud.image]]
+    # from another laptop (an empty RTRAIN_HOME) the instance is an orphan: ended by its id, its key with it
+    monkeypatch.setenv("RTRAIN_HOME", str(tmp_path / "other-laptop"))
+    assert kept["pod_id"] in cli_proc("ls", "--pods").out
+    down = cli_proc("down", kept["pod_id"])
+    assert down.code == 0 and "not a job of this machine" in down.out
+    assert lambda_cloud.running() == [] and lambda_cloud.ssh_keys == {}
