@@ -120,10 +120,25 @@ def show(job: str, as_json: bool) -> None:
         click.echo(f"{'cost':>12}: {billed}; {estimate['message']}")
     spec = rec.spec_dict
     click.echo(f"{'spec':>12}: " + ", ".join(f"{k}={v}" for k, v in sorted(spec.items()) if v is not None))
+    _print_attempts(rec, events)
     click.echo("events:")
     for ev in events:
         stamp = time.strftime("%H:%M:%S", time.localtime(ev["ts"]))
         click.echo(f"  {stamp} {ev['kind']:<16} {ev['message']}")
+
+
+def _print_attempts(rec: JobRecord, events: list[dict[str, Any]]) -> None:
+    """Each machine the job ran on, when a lost one was replaced or resumed (the cost is their sum)."""
+    ended = [e["data"] for e in events if e["kind"] == "attempt" and e["data"]]
+    if not ended:
+        return
+    click.echo("attempts:")
+    for a in ended:
+        click.echo(f"  {a['attempt']}: {a['backend']} {a['pod_id']} ({a.get('gpu') or '?'}), to step "
+                   f"{a.get('steps') or 0}, ${a.get('cost_usd') or 0:.2f}; {a['reason']}")
+    cost = f"${(rec.cost_usd or 0) - rec.prior_cost_usd:.2f}" if rec.cost_usd is not None else "billing"
+    click.echo(f"  {rec.attempt}: {rec.backend} {rec.pod_id} ({rec.gpu or '?'}), to step {rec.steps or 0}, {cost}; "
+               f"{rec.status}")
 
 
 @click.command()

@@ -92,6 +92,8 @@ FLAG_OF = {
     "from_adapter": "--from-adapter",
     "s3": "--s3",
     "region": "--region",
+    "spot": "--spot",
+    "max_recoveries": "--max-recoveries",
 }
 
 
@@ -130,6 +132,8 @@ class JobSpec(BaseModel):
     eval_steps: int | None = Field(None, **BOUNDS["eval_steps"])
     eval_samples: int = Field(3, **BOUNDS["eval_samples"])
     save_steps: int | None = Field(None, **BOUNDS["save_steps"])
+    #: checkpoint at least this often in seconds (set for cloud jobs without --save-steps)
+    save_every_s: int | None = Field(None, **BOUNDS["save_every_s"])
     save_total_limit: int = Field(2, **BOUNDS["save_total_limit"])
     from_adapter: str | None = None
     exports: list[Literal["gguf", "modelfile", "merged"]] = Field(default_factory=list)
@@ -137,6 +141,10 @@ class JobSpec(BaseModel):
     s3: str | None = Field(None, pattern=r"^s3://[^/]+(/.*)?$")
     #: run on this existing pod (one a job of this machine kept) instead of creating one
     reuse_pod: str | None = None
+    #: rent interruptible (spot) capacity; recovery makes it safe
+    spot: bool = False
+    #: how often a lost machine is replaced (or resumed) before the job gives up
+    max_recoveries: int = Field(3, ge=0, le=20)
     #: the provider's region (Lambda Cloud) or data center (RunPod) to rent in; None: any with capacity
     region: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     #: seconds after which the pod's watchdog ends a finished job nobody follows (None: off)

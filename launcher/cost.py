@@ -203,6 +203,8 @@ class Offer:
     provider: str
     gpu: GPU
     price_per_gpu_hr: float | None
+    #: for a spot offer: the on-demand price beside it (None otherwise)
+    on_demand_per_gpu_hr: float | None = None
 
 
 @dataclass

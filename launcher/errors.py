@@ -35,3 +35,13 @@ class Interrupted(RtrainError):
 
 class AuthRejected(ProviderError):
     """A provider refused the API key (HTTP 401/403): nothing will work with it."""
+
+
+class PodLost(ProviderError):
+    """The job's machine is gone or stopped (preempted, its host failed, terminated from outside), as
+    its provider says: the job recovers on it (``resumable``: it was stopped with its disk) or on a new
+    one, within ``--max-recoveries``."""
+
+    def __init__(self, message: str, *, resumable: bool = False) -> None:
+        super().__init__(message)
+        self.resumable = resumable

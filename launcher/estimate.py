@@ -17,8 +17,8 @@ from launcher.ui import Reporter, fmt_duration
 from launcher.uploads import local_model_folder
 
 
-def price_offers(providers: list[str], aliases: list[str] | None, settings: Settings, *, for_launch: bool = False
-                 ) -> tuple[list[Offer], dict[str, str], list[str]]:
+def price_offers(providers: list[str], aliases: list[str] | None, settings: Settings, *, for_launch: bool = False,
+                 spot: bool = False) -> tuple[list[Offer], dict[str, str], list[str]]:
     """Every (provider, GPU) offer among ``aliases`` (default: all a provider has), priced; where each
     provider's prices came from; a warning per provider whose live prices could not be had."""
     from launcher.pricing import prices
@@ -32,7 +32,8 @@ def price_offers(providers: list[str], aliases: list[str] | None, settings: Sett
         for alias in aliases if aliases is not None else list(catalog()):
             gpu = resolve_gpu(alias)
             if gpu.provider_id(provider):
-                offers.append(Offer(provider, gpu, table.on_demand.get(gpu.alias)))
+                offers.append(Offer(provider, gpu, table.price(gpu.alias, settings, spot),
+                                    table.on_demand.get(gpu.alias) if spot else None))
     return offers, sources, warnings
 
 
@@ -43,7 +44,7 @@ def build_estimate(plan: Plan, settings: Settings, providers: list[str], aliases
     local_dir = local_model_folder(spec, settings)
     shape, source = model_shape(spec.model, local_dir)
     count = count_tokens(spec.datasets, local_dir, spec.max_seq_length, spec.max_samples)
-    offers, sources, warnings = price_offers(providers, aliases, settings, for_launch=for_launch)
+    offers, sources, warnings = price_offers(providers, aliases, settings, for_launch=for_launch, spot=spec.spot)
     est = estimate(spec, shape, source, count, offers, dataset_bytes=sum(f.size_bytes for f in plan.datasets.files),
                    price_sources=sources)
     return est, warnings
@@ -59,6 +60,7 @@ def estimate_json(est: Estimate) -> dict[str, Any]:
         "engine": est.engine, "prices": est.price_sources,
         "gpus": [{"provider": g.provider, "alias": g.gpu.alias, "vram_gb": g.gpu.vram_gb,
                   "needs_gb": round(g.vram_gb, 1), "fits": g.fits, "price_per_hr": g.price_per_hr,
+                  "on_demand_per_gpu_hr": g.offer.on_demand_per_gpu_hr,
                   "training_hours": round(g.training_hours, 4),
                   "hours": dict(zip(("low", "expected", "high"), (round(h, 4) for h in g.hours), strict=True)),
                   "usd": dict(zip(("low", "expected", "high"), (round(u, 2) for u in g.usd), strict=True))
@@ -70,8 +72,11 @@ def estimate_json(est: Estimate) -> dict[str, Any]:
 def summary(g: GpuEstimate) -> str:
     usd = g.usd
     cost = f"${usd[1]:.2f} (${usd[0]:.2f}-${usd[2]:.2f})" if usd else "unknown cost"
-    return (f"{g.provider} {g.gpu.alias}: {fmt_duration(g.hours[1] * 3600)}, {cost}; needs {g.vram_gb:.1f} GB of "
-            f"{g.gpu.vram_gb} GB")
+    spot = ""
+    if g.offer.on_demand_per_gpu_hr is not None and g.price_per_hr is not None:
+        spot = f" at spot ${g.price_per_hr:.2f}/hr (on demand ${g.offer.on_demand_per_gpu_hr:.2f}/hr per GPU)"
+    return (f"{g.provider} {g.gpu.alias}: {fmt_duration(g.hours[1] * 3600)}, {cost}{spot}; needs {g.vram_gb:.1f} GB "
+            f"of {g.gpu.vram_gb} GB")
 
 
 @dataclass

@@ -6,13 +6,15 @@ its exit code read once every complete event line is in."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from launcher.config import Settings
 from launcher.errors import Interrupted, TrainingError, UsageError
 from launcher.events import EventStream
-from launcher.remote_trainer import LOG, RemoteTrainer
+from launcher.remote_trainer import EVENTS, LOG, RemoteTrainer
 from launcher.state import Registry
 from launcher.ui import Reporter
 
@@ -30,8 +32,30 @@ class Follower:
     #: where the trainer's code blob is on the machine (a restart runs the same code)
     code_path: str
     poll_s: float = 0.5
+    #: a folder where the events consumed are kept, byte for byte (a new machine gets them back)
+    events_copy: Path | None = None
+    #: hears the step of each checkpoint the trainer wrote
+    on_checkpoint: Callable[[int], None] | None = None
     #: the latest of each trainer event kind, and the step count so far
     seen: dict[str, Any] = field(default_factory=dict)
+
+    def _copy_events(self, offset: int, data: bytes) -> None:
+        """Append ``data`` (the bytes consumed from ``offset``) to the local copy, which is then exactly
+        ``offset + len(data)`` bytes long; a copy that does not line up is started over or dropped."""
+        if self.events_copy is None:
+            return
+        path = self.events_copy / EVENTS
+        size = path.stat().st_size if path.exists() else 0
+        if size > offset:  # the launcher died after copying, before the registry saved the offset
+            with path.open("r+b") as fh:
+                fh.truncate(offset)
+            size = offset
+        if size != offset:  # bytes before the offset are missing here (another laptop followed them)
+            path.unlink(missing_ok=True)
+            if offset:
+                return
+        with path.open("ab") as fh:
+            fh.write(data)
 
     def follow(self) -> None:
         """Until the trainer has ended and its events are all read; raises what its exit means."""
@@ -44,6 +68,7 @@ class Follower:
                 self.on_event(event)
             consumed = stream.offset - before
             if consumed:
+                self._copy_events(before, data[:consumed])
                 self.registry.update(self.job_id, events_offset=stream.offset, steps=self.seen.get("steps_done"))
                 delay = 0.1
             elif status.exit_code is not None:  # ended, and every complete line is read (a torn one is dropped)
@@ -83,6 +108,8 @@ class Follower:
             self.seen[kind] = event
             data = {k: v for k, v in event.items() if k not in ("event", "ts")}
             self.registry.add_event(self.job_id, f"trainer.{kind}", str(event.get("message", kind)), data)
+            if kind == "checkpoint" and self.on_checkpoint is not None and isinstance(event.get("step"), int):
+                self.on_checkpoint(event["step"])
 
     def check_exit(self, code: int | None) -> None:
         if code == 0 and "done" in self.seen:

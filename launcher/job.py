@@ -15,23 +15,26 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launcher.backends import AUTO, backend_class, get_backend, with_keys
 from launcher.backends.base import Backend, NoCapacity, Pod, PodRequest
 from launcher.catalog import resolve_gpu
 from launcher.config import JobSpec, Settings
-from launcher.errors import Interrupted, ProviderError, RtrainError, UsageError
+from launcher.errors import Interrupted, PodLost, ProviderError, RtrainError, UsageError
 from launcher.executor.base import Executor
 from launcher.follow import Follower
 from launcher.keys import JobKeys, create_job_keys, delete_job_keys, load_job_keys
 from launcher.plan import Plan, validate
 from launcher.remote_trainer import EVENTS, LOG, OUTPUT, RemoteTrainer
 from launcher.state import LEAK_RISK, JobRecord, Registry
-from launcher.teardown import signals_deferred, terminate_with_retries
+from launcher.teardown import StopGuard, terminate_with_retries
 from launcher.transfer import download_outputs, fetch_tree
 from launcher.ui import Reporter
 from launcher.uploads import upload_job
+
+if TYPE_CHECKING:
+    from launcher.checkpoints import CheckpointMirror
 
 STEPS = ("provision", "wait_ssh", "upload", "start", "follow", "download", "push")
 #: the phase a job was in when its launcher died -> the step that picks it up (None: only teardown was
@@ -42,6 +45,8 @@ RESUME_AT: dict[str, str | None] = {
 }
 #: seconds to wait for a runtime's preparation (an image pull) after the uploads are done
 PREPARE_DEADLINE_S = 1800
+#: seconds a failed job may spend fetching its logs from the machine (never more: teardown must run)
+SAVE_LOGS_S = 5.0
 
 
 def launch(values: dict[str, Any], template: str | None, *, settings: Settings, registry: Registry, ui: Reporter,
@@ -105,6 +110,9 @@ class Lifecycle:
         self.ex: Executor | None = None
         self.keys: JobKeys | None = None
         self.code_path = ""
+        self.guard = StopGuard()
+        self.mirror: CheckpointMirror | None = None
+        self.last_asked = 0.0  # when the provider was last asked whether the machine is still there
 
     # paths on the machine -------------------------------------------------------------------
 
@@ -120,50 +128,78 @@ class Lifecycle:
     # the whole run ----------------------------------------------------------------------------
 
     def run(self, resume: bool = False) -> JobRecord:
-        """The steps (or, resuming, those left), then teardown. Raises the RtrainError that ended the
-        job, after teardown."""
+        """The steps (or, resuming, those left), recovering a lost machine within --max-recoveries, then
+        teardown, which no signal skips. Raises the RtrainError that ended the job, after teardown."""
+        from launcher.recovery import RECOVERY_STEPS, recover
+
         status, error = "failed", None
-        try:
-            for step in self.resume_steps() if resume else STEPS:
-                getattr(self, step)()
-                if step == "start" and self.detach:
-                    status = "detached"
-                    return self.registry.get(self.id)
-            status = "succeeded"
-        except KeyboardInterrupt:
-            status, error = "interrupted", "interrupted by the user"
-            raise Interrupted(f"interrupted: the {self.machine_word} was terminated") from None
-        except Interrupted as exc:
-            status, error = "interrupted", str(exc)
-            raise
-        except RtrainError as exc:
-            error = str(exc)
-            raise
-        except Exception as exc:
-            error = f"internal error: {type(exc).__name__}: {exc}"
-            raise
-        finally:
-            if status in ("failed", "interrupted") and self.ex is not None:
-                self.save_logs()
-            self.teardown(status, error)
+        with self.guard:
+            try:
+                try:
+                    steps = self.resume_steps() if resume else list(STEPS)
+                except PodLost as lost:
+                    recover(self, lost)
+                    steps = list(RECOVERY_STEPS)
+                while steps:
+                    step = steps.pop(0)
+                    try:
+                        getattr(self, step)()
+                    except PodLost as lost:
+                        recover(self, lost)
+                        steps = list(RECOVERY_STEPS)
+                        continue
+                    if step in ("start", "restore") and self.detach:
+                        status = "detached"
+                        return self.registry.get(self.id)
+                status = "succeeded"
+            except KeyboardInterrupt:
+                status, error = "interrupted", "interrupted by the user"
+                raise Interrupted(f"interrupted: the {self.machine_word} was terminated") from None
+            except Interrupted as exc:
+                status, error = "interrupted", str(exc)
+                raise
+            except RtrainError as exc:
+                error = str(exc)
+                raise
+            except Exception as exc:
+                error = f"internal error: {type(exc).__name__}: {exc}"
+                raise
+            finally:
+                self.guard.stop()  # from here on, every signal waits for the teardown
+                if self.mirror is not None:
+                    self.mirror.close()
+                if status in ("failed", "interrupted") and self.ex is not None:
+                    self.save_logs()
+                self.teardown(status, error)
         return self.registry.get(self.id)
+
+    def restore(self) -> None:
+        from launcher.recovery import restore
+
+        restore(self)
 
     @property
     def machine_word(self) -> str:
         return "job" if self.backend is not None and self.backend.shares_filesystem else "machine"
 
     def resume_steps(self) -> list[str]:
-        """What is left of a job whose launcher died, from the phase the registry recorded."""
+        """What is left of a job whose launcher died, from the phase the registry recorded; PodLost when
+        its machine is gone or stopped (the run then recovers it)."""
         at = RESUME_AT.get(self.rec.phase, "provision")
         self.keys = load_job_keys(self.settings.rtrain_home(), self.id)
         self.pod = self._find_pod()
         if self.pod is None:
             if at == "provision":
                 return list(STEPS)
-            raise ProviderError(f"the machine of job {self.id} ({self.rec.pod_id}) is gone: nothing to resume")
+            self.pod = Pod(id=self.rec.pod_id or "?", name=self.rec.pod_name or "", status="terminated")
+            raise PodLost(f"the machine of job {self.id} ({self.rec.pod_id}) is gone")
         self.ui.price_per_hr = self.pod.price_per_hr
         if at is None:
             return []
+        if self.pod.status in ("exited", "lost") and at in ("wait_ssh", "upload", "follow"):
+            assert self.backend is not None
+            raise PodLost(f"machine {self.pod.id} is {self.pod.provider_status or self.pod.status}",
+                          resumable=self.pod.status == "exited" and "stop_resume" not in self.backend.lacks)
         steps = list(STEPS[STEPS.index(at):])
         return steps if at in ("wait_ssh", "push") else ["wait_ssh", *steps]
 
@@ -208,21 +244,22 @@ class Lifecycle:
                 get_backend(provider, self.settings)
             started = time.time()
             try:
-                pod = backend.create(replace(request, gpus=[alias] if alias else []))
+                with self.guard.hold():  # a pod created must be recorded before Ctrl-C acts
+                    pod = backend.create(replace(request, gpus=[alias] if alias else [], spot=self.spec.spot))
+                    self._provisioned(backend, pod, started, offers, i)
             except NoCapacity as exc:
                 full.append(str(exc))
                 if i + 1 < len(offers):
                     self.ui.warn(f"{exc}; trying {offers[i + 1][0]} {offers[i + 1][1]}")
                     self.registry.add_event(self.id, "capacity", str(exc))
                 continue
-            self._provisioned(backend, pod, started, offers, i)
             return None
         raise NoCapacity(full[0] if len(full) == 1 else "no capacity for any offer: " + "; ".join(full))
 
     def _provisioned(self, backend: Backend, pod: Pod, started: float, offers: list[tuple[str, str]], i: int) -> None:
         self.backend, self.pod = backend, pod
         self.registry.update(self.id, backend=backend.name, pod_id=pod.id, price_per_hr=pod.price_per_hr,
-                             workdir=self.jobdir, started_at=started)
+                             workdir=self.jobdir, started_at=started, gpu=offers[i][1] or None)
         self.ui.price_per_hr = pod.price_per_hr
         self.ui.expect_gpu = not backend.shares_filesystem
         if backend.shares_filesystem:
@@ -266,6 +303,10 @@ class Lifecycle:
             self.registry.add_event(self.id, "ssh", f"ready at {ep.user}@{ep.host}:{ep.port} "
                                     f"after {time.monotonic() - t0:.1f}s (host key verified)")
         self.ex = self.backend.executor(self.pod, self.keys)
+        if hasattr(self.ex, "on_drop"):
+            from launcher.recovery import watch_machine
+
+            self.ex.on_drop = lambda: watch_machine(self)
 
     @property
     def trainer(self) -> RemoteTrainer:
@@ -305,15 +346,34 @@ class Lifecycle:
         return self.code_path
 
     def follow(self) -> None:
+        from launcher.checkpoints import CheckpointMirror, state_dir
+
+        assert self.backend is not None and self.pod is not None
         self._phase("follow", "training")
+        if not self.backend.shares_filesystem and self.mirror is None:
+            backend, pod, keys = self.backend, self.pod, self.keys
+            self.mirror = CheckpointMirror(lambda: backend.executor(pod, keys), self.jobdir,
+                                           self.settings.rtrain_home(), self.id, s3_url=self.spec.s3,
+                                           on_copied=self._checkpoint_copied)
         follower = Follower(self.id, self.trainer, self.registry, self.ui, self.settings, self._code_path(),
-                            poll_s=self.poll_s)
+                            poll_s=self.poll_s, events_copy=state_dir(self.settings.rtrain_home(), self.id),
+                            on_checkpoint=self.mirror.offer if self.mirror is not None else None)
         try:
             follower.follow()
         finally:
             reconnects = getattr(self.ex, "reconnects", 0)
             if reconnects:
                 self.registry.add_event(self.id, "reconnect", f"the connection dropped; re-opened {reconnects} times")
+
+    def _checkpoint_copied(self, step: int, size: int) -> None:
+        """Heard in the mirror's thread: it writes through a connection of its own (SQLite's are per thread)."""
+        registry = Registry(self.registry.path)
+        try:
+            registry.add_event(self.id, "checkpoint.copied",
+                               f"checkpoint of step {step} copied off the machine ({size / 1e6:.1f} MB, verified)",
+                               {"step": step, "bytes": size})
+        finally:
+            registry.close()
 
     def download(self) -> None:
         assert self.ex is not None
@@ -341,47 +401,68 @@ class Lifecycle:
         self.registry.add_event(self.id, "push", f"{len(keys)} files pushed to {url}", {"url": url})
 
     def save_logs(self) -> None:
-        """After a failure, keep the trainer's logs (never a partial adapter) for `rtrain logs`."""
+        """After a failure, keep the trainer's logs (never a partial adapter) for `rtrain logs`: within
+        SAVE_LOGS_S, and not at all when the provider says the machine is gone."""
+        import threading
+
         assert self.ex is not None
-        try:
-            final = Path(self.rec.output_dir or "")
-            fetch_tree(self.ex, self.jobdir, final / "logs", names=[EVENTS, LOG])
-        except Exception:  # best effort: the job has already failed for a reason worth reporting
-            pass
+        if self.backend is not None and not self.backend.shares_filesystem and self.pod is not None:
+            try:
+                current = get_backend(self.backend.name, self.settings, quick=True).get(self.pod.id)
+            except ProviderError:
+                current = None
+            if current is None or current.status in ("exited", "lost", "terminated"):
+                self.registry.add_event(self.id, "logs", "logs not saved: the machine is gone")
+                return
+        ex, final = self.ex, Path(self.rec.output_dir or "")
+
+        def fetch() -> None:
+            try:
+                fetch_tree(ex, self.jobdir, final / "logs", names=[EVENTS, LOG])
+            except Exception:  # best effort: the job has already failed for a reason worth reporting
+                pass
+
+        thread = threading.Thread(target=fetch, name="save-logs", daemon=True)
+        thread.start()
+        thread.join(SAVE_LOGS_S)
 
     def teardown(self, status: str, error: str | None) -> None:
         rec = self.registry.get(self.id)
         pod_id = self.pod.id if self.pod is not None else rec.pod_id
         ended_in = "done" if status == "succeeded" else rec.phase  # where a failed job stopped, for `rtrain ls`
         leaving_up = status == "detached" or self.keep_pod
-        with signals_deferred():
-            if self.backend is not None and not leaving_up:
+        # every signal is held (self.guard.stop()) until this has run
+        if self.backend is not None and not leaving_up:
+            if pod_id is not None:
+                self._phase("teardown", f"terminating {self.machine_word} {pod_id}")
+            try:
                 if pod_id is not None:
-                    self._phase("teardown", f"terminating {self.machine_word} {pod_id}")
-                try:
-                    if pod_id is not None:
-                        terminate_with_retries(self.backend, pod_id)
-                    self.backend.release(self.id)  # what it keeps for the job besides the machine
-                    delete_job_keys(self.settings.rtrain_home(), self.id)  # they open nothing any more
-                except Exception as exc:
-                    what = f"machine {pod_id}" if pod_id else f"what {self.backend.title} keeps for the job"
-                    self.registry.update(self.id, status=LEAK_RISK, phase=ended_in, finished_at=time.time(),
-                                         error=f"{what} may still be there: {exc}")
-                    self.ui.error(f"could not end {what} on {self.backend.title}: {exc}")
-                    self.ui.error(f"it may still be billing: end it with `rtrain down {self.id}`")
-                    raise ProviderError(f"{what} may still be running; run `rtrain down {self.id}`") from exc
-            if leaving_up and pod_id is not None:
-                why = "--detach" if status == "detached" else "--keep-pod"
-                self.ui.warn(f"machine {pod_id} left running ({why}); come back with `rtrain resume {self.id}`, "
-                             f"end it with `rtrain down {self.id}`")
-            self._finish(status, error, ended_in)
+                    terminate_with_retries(self.backend, pod_id)
+                self.backend.release(self.id)  # what it keeps for the job besides the machine
+                delete_job_keys(self.settings.rtrain_home(), self.id)  # they open nothing any more
+            except Exception as exc:
+                what = f"machine {pod_id}" if pod_id else f"what {self.backend.title} keeps for the job"
+                self.registry.update(self.id, status=LEAK_RISK, phase=ended_in, finished_at=time.time(),
+                                     error=f"{what} may still be there: {exc}")
+                self.ui.error(f"could not end {what} on {self.backend.title}: {exc}")
+                self.ui.error(f"it may still be billing: end it with `rtrain down {self.id}`")
+                raise ProviderError(f"{what} may still be running; run `rtrain down {self.id}`") from exc
+        if leaving_up and pod_id is not None:
+            why = "--detach" if status == "detached" else "--keep-pod"
+            self.ui.warn(f"machine {pod_id} left running ({why}); come back with `rtrain resume {self.id}`, "
+                         f"end it with `rtrain down {self.id}`")
+        self._finish(status, error, ended_in)
 
     def _finish(self, status: str, error: str | None, phase: str) -> None:
         rec = self.registry.get(self.id)
         now = time.time()
         cost = None
         if rec.price_per_hr is not None and rec.started_at is not None:
-            cost = round(rec.price_per_hr * (now - rec.started_at) / 3600, 4)
+            cost = round(rec.prior_cost_usd + rec.price_per_hr * (now - rec.started_at) / 3600, 4)
+        if status == "succeeded":  # the outputs are home: checkpoints and events kept for a recovery are not needed
+            import shutil
+
+            shutil.rmtree(self.settings.rtrain_home() / "jobs" / self.id, ignore_errors=True)
         if status == "detached":
             self.registry.update(self.id, status="running", error=None)
             self.registry.add_event(self.id, "detached", "launcher detached; the trainer runs on")

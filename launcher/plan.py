@@ -23,6 +23,8 @@ from launcher.s3 import is_s3
 from launcher.templates import DEFAULT_TEMPLATE, load_template
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+#: a cloud job without --save-steps checkpoints this often (seconds), so a lost machine costs at most that
+DEFAULT_SAVE_EVERY_S = 600
 
 
 @dataclass
@@ -239,6 +241,8 @@ def validate(flags: dict[str, Any], template: str | None, settings: Settings, *,
     if spec.from_adapter:
         spec.from_adapter = check_adapter(spec.from_adapter)
     check_exports(spec)
+    if spec.backend != "local" and spec.save_steps is None and spec.save_every_s is None:
+        spec.save_every_s = DEFAULT_SAVE_EVERY_S  # a lost machine then costs at most this much training
     job_id = new_job_id()
     output_dir = check_output(spec.output_dir, settings.runs_dir, job_id) if to_launch else Path(".")
     return Plan(job_id=job_id, spec=spec, datasets=datasets, output_dir=output_dir, providers=providers, notes=notes)

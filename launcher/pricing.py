@@ -25,9 +25,15 @@ class PriceTable:
 
     @classmethod
     def of(cls, backend: str, detail: dict[str, dict[str, float]], settings: Settings, source: str) -> PriceTable:
-        pick = backend_class(backend).on_demand
+        pick = backend_class(backend).price
         on_demand = {alias: price for alias, kinds in detail.items() if (price := pick(kinds, settings))}
         return cls(backend, on_demand, detail, source)
+
+    def price(self, alias: str, settings: Settings, spot: bool = False) -> float | None:
+        """What rtrain pays per GPU-hour for ``alias`` here: on demand, or spot."""
+        if not spot:
+            return self.on_demand.get(alias)
+        return backend_class(self.backend).price(self.detail.get(alias, {}), settings, spot=True)
 
 
 def bundled(backend: str, settings: Settings) -> PriceTable:

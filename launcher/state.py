@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     final_loss REAL,
     events_offset INTEGER NOT NULL DEFAULT 0,
     code_sha256 TEXT,
+    gpu TEXT,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    prior_cost_usd REAL NOT NULL DEFAULT 0,
     error TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
@@ -65,7 +68,7 @@ FINISHED = ("succeeded", "failed", "interrupted")
 #: The job ended but its machine may still be up and billing: `rtrain down JOB` ends it.
 LEAK_RISK = "leak-risk"
 #: PRAGMA user_version of the schema above; ``_migrate`` brings older registries up to it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass
@@ -88,6 +91,12 @@ class JobRecord:
     events_offset: int
     #: the sha256 of the trainer's code blob on the machine (a restarted trainer runs the same code)
     code_sha256: str | None
+    #: the GPU alias the machine was rented with
+    gpu: str | None
+    #: 1, then one more for each machine a lost one was replaced (or resumed) by
+    attempt: int
+    #: what the earlier attempts' machines billed (``cost_usd`` is the sum over every machine)
+    prior_cost_usd: float
     error: str | None
     created_at: float
     updated_at: float
@@ -155,6 +164,10 @@ class Registry:
                            (LEAK_RISK,))
                 if "log_offset" in old:
                     db.execute("ALTER TABLE jobs DROP COLUMN log_offset")
+            if old and version < 3:  # version 2: one machine a job
+                for column in ("gpu TEXT", "attempt INTEGER NOT NULL DEFAULT 1",
+                               "prior_cost_usd REAL NOT NULL DEFAULT 0"):
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {column}")
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)

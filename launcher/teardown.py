@@ -14,21 +14,54 @@ from launcher.config import Settings
 from launcher.errors import UsageError
 from launcher.state import LEAK_RISK, JobRecord, Registry
 
+#: what stops a job: Ctrl-C, `kill`/`timeout`, a closed terminal
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Ctrl-C (or SIGTERM) must not abort the termination of a pod: ignore them until it is done."""
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for s in old:
-            signal.signal(s, signal.SIG_IGN)
-    except ValueError:  # not the main thread
-        old = {}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
+
+class StopGuard:
+    """Signals while a job runs. The first SIGINT/SIGTERM/SIGHUP interrupts what is running
+    (KeyboardInterrupt) and the job is stopping from then on, as it is after a failure (``stop()``):
+    every later signal is held back, so nothing skips the teardown. ``hold()`` holds signals through a
+    critical section (a create call whose answer must be recorded) and delivers one at its end."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._holding = False
+        self._pending: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopGuard:
+        try:
+            self._old = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        except ValueError:  # not the main thread: nothing to guard
+            self._old = {}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._old.items():
             signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.stopping or self._holding:
+            self._pending = signum
+            return
+        self.stopping = True
+        raise KeyboardInterrupt
+
+    def stop(self) -> None:
+        """The job is stopping (failed, or interrupted): hold every signal from now on."""
+        self.stopping = True
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self._pending is not None and not self.stopping:
+            self.stopping = True
+            raise KeyboardInterrupt
 
 
 def terminate_with_retries(backend: Backend, pod_id: str, attempts: int = 5) -> None:

@@ -27,7 +27,7 @@ q = shlex.quote
 SMALL = 8 << 20
 #: JobSpec keys that stay on the launcher's side (everything else is the trainer's TrainConfig)
 LAUNCHER_ONLY = {"backend", "gpu", "gpu_count", "template", "name", "output_dir", "watchdog_s", "reuse_pod", "s3",
-                 "region"}
+                 "region", "spot", "max_recoveries"}
 
 
 def upload_job(ex: Executor, registry: Registry, ui: Reporter, job_id: str, spec: JobSpec, settings: Settings,

@@ -25,7 +25,7 @@ BOUNDS: dict[str, dict[str, float]] = {
     "max_seq_length": {"gt": 8, "le": 1_048_576}, "batch_size": {"gt": 0, "le": 4096},
     "grad_accum": {"gt": 0, "le": 4096}, "eval_fraction": {"ge": 0, "lt": 1}, "eval_steps": {"gt": 0},
     "eval_samples": {"ge": 0, "le": 100}, "save_steps": {"gt": 0}, "save_total_limit": {"gt": 0},
-    "logging_steps": {"gt": 0},
+    "logging_steps": {"gt": 0}, "save_every_s": {"ge": 30},
 }
 
 
@@ -77,6 +77,9 @@ class TrainConfig:
     eval_steps: int | None = None
     eval_samples: int = 3
     save_steps: int | None = None
+    #: also checkpoint when this many seconds passed since the last one (a cloud job's bound on what a
+    #: lost machine costs); None: only by save_steps
+    save_every_s: int | None = None
     save_total_limit: int = 2
     from_adapter: str | None = None
     #: the user's name of each dataset file (datasets arrive as content-addressed blobs)

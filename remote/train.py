@@ -156,7 +156,7 @@ def run(cfg: TrainConfig, events: EventWriter) -> dict[str, Any]:
     trainer = counting_trainer(
         counts, model=loaded.model, args=training_arguments(cfg, loaded.device, loaded.bf16, batches.eval is not None),
         train_dataset=batches.train, eval_dataset=batches.eval, data_collator=batches.collator,
-        callbacks=[progress_callback(events, counts, start_fields)])
+        callbacks=[progress_callback(events, counts, start_fields, cfg.save_every_s)])
     if loaded.engine == "unsloth" and loaded.padding_free_problem is None:
         enable_unsloth_padding_free(loaded.model, trainer)
     resume = newest_checkpoint()

@@ -121,15 +121,24 @@ def perplexity(loss: float) -> float | None:
     return round(math.exp(loss), 4) if loss < 50 else None
 
 
-def progress_callback(events: EventWriter, counts: TokenCounts, start_fields: dict[str, Any]) -> Any:
-    """``start`` (with the step count the Trainer settled on), ``step`` per log, ``eval``, ``checkpoint``."""
+def progress_callback(events: EventWriter, counts: TokenCounts, start_fields: dict[str, Any],
+                      save_every_s: int | None = None) -> Any:
+    """``start`` (with the step count the Trainer settled on), ``step`` per log, ``eval``, ``checkpoint``;
+    a checkpoint at least every ``save_every_s``; each checkpoint gets a ``manifest.json`` (sha256 and
+    size of its files) written last, so a copy of it can be verified and an incomplete one is known."""
     from transformers import TrainerCallback
 
     class EmitProgress(TrainerCallback):  # type: ignore[misc]
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             self.t0, self.first_step, self.first_tokens = time.monotonic(), state.global_step, counts.real
+            self.last_save = self.t0
             events.emit("start", total_steps=state.max_steps, resumed_from_step=state.global_step or None,
                         **start_fields)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            due = save_every_s and time.monotonic() - self.last_save >= save_every_s
+            if due and state.global_step < state.max_steps:
+                control.should_save = True
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             logs = logs or {}
@@ -152,8 +161,14 @@ def progress_callback(events: EventWriter, counts: TokenCounts, start_fields: di
                 events.emit("eval", step=state.global_step, eval_loss=float(loss), perplexity=perplexity(loss))
 
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            events.emit("checkpoint", step=state.global_step,
-                        path=str(CHECKPOINTS / f"checkpoint-{state.global_step}"))
+            from remote.outputs import MANIFEST, build_manifest, write_json
+
+            self.last_save = time.monotonic()
+            folder = CHECKPOINTS / f"checkpoint-{state.global_step}"
+            manifest = build_manifest(folder)
+            write_json(folder / MANIFEST, manifest)
+            events.emit("checkpoint", step=state.global_step, path=str(folder), files=len(manifest["files"]),
+                        bytes=sum(f["size"] for f in manifest["files"].values()))
 
     return EmitProgress()
 

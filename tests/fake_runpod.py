@@ -9,6 +9,9 @@
   pods.py) ``ssh_delay_s`` later: exactly the order a real pod goes through.
 - ``faults`` injects HTTP answers (429 with Retry-After, 500, ...) for the next matching calls.
 - ``ledger`` records every pod ever created and its end; ``running()`` must be empty after a test.
+- Spot pods (``podRentInterruptable`` with ``bidPerGpu``) and loss: ``preempt(pod)`` turns a pod EXITED
+  with every process killed and its ``/workspace`` kept (``podResume``/``podBidResume`` boot it again,
+  on a new public port, when ``resume_capacity``); ``kill(pod)`` makes it DEAD (the host failed).
 """
 
 from __future__ import annotations
@@ -45,6 +48,15 @@ input PodFindAndDeployOnDemandInput {
   dataCenterId: String, countryCode: String, supportPublicIp: Boolean, startSsh: Boolean,
   minVcpuCount: Int, minMemoryInGb: Int, allowedCudaVersions: [String], minDownload: Int, minUpload: Int
 }
+input PodRentInterruptableInput {
+  bidPerGpu: Float!, name: String, imageName: String!, gpuTypeId: String!, gpuCount: Int!,
+  cloudType: CloudTypeEnum, containerDiskInGb: Int, volumeInGb: Int, volumeMountPath: String,
+  networkVolumeId: String, ports: String, env: [EnvironmentVariableInput], dockerArgs: String,
+  templateId: String, dataCenterId: String, countryCode: String, supportPublicIp: Boolean, startSsh: Boolean,
+  minVcpuCount: Int, minMemoryInGb: Int, allowedCudaVersions: [String], minDownload: Int, minUpload: Int
+}
+input PodResumeInput { podId: String!, gpuCount: Int! }
+input PodBidResumeInput { podId: String!, bidPerGpu: Float!, gpuCount: Int! }
 
 type Machine { gpuDisplayName: String }
 type PodRuntimePorts { ip: String, isIpPublic: Boolean, privatePort: Int, publicPort: Int, type: String }
@@ -68,6 +80,9 @@ type Query {
 }
 type Mutation {
   podFindAndDeployOnDemand(input: PodFindAndDeployOnDemandInput!): Pod
+  podRentInterruptable(input: PodRentInterruptableInput!): Pod
+  podResume(input: PodResumeInput!): Pod
+  podBidResume(input: PodBidResumeInput!): Pod
   podTerminate(input: PodTerminateInput!): Void
 }
 """
@@ -99,6 +114,9 @@ class PodRecord:
     runtime: dict[str, Any] | None = None
     machine: FakePod | None = None
     terminated_at: float | None = None
+    spot: bool = False
+    #: (booted, ended) of every run of the pod, for billing checks
+    runs: list[list[float | None]] = field(default_factory=list)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -119,6 +137,7 @@ class FakeRunPod:
     full_clouds: set[str] = field(default_factory=set)  # cloudTypes with no capacity
     pod_env: dict[str, str] = field(default_factory=dict)  # what the image itself would set
     ignore_host_key: bool = False  # a pod whose host key is not the launcher's (a stale IP, a MITM)
+    resume_capacity: bool = True  # podResume/podBidResume find a machine for an EXITED pod
     faults: list[dict[str, Any]] = field(default_factory=list)
     gpu_types: list[dict[str, Any]] = field(default_factory=lambda: [dict(g) for g in GPU_TYPES])
     calls: list[dict[str, Any]] = field(default_factory=list)
@@ -162,6 +181,7 @@ class FakeRunPod:
             self._server.server_close()
 
     def running(self) -> list[str]:
+        """Pods that still bill: running, or stopped with their volume (RunPod bills an EXITED pod's disk)."""
         return [p.id for p in self.ledger.values() if p.status != "TERMINATED"]
 
     # one request --------------------------------------------------------------------------------
@@ -210,22 +230,69 @@ class FakeRunPod:
         return [g for g in self.gpu_types if wanted in (None, g["id"])]
 
     def podFindAndDeployOnDemand(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002, N802
+        return self._deploy(input, spot=False)
+
+    def podRentInterruptable(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002, N802
+        spot_price = next((g["secureSpotPrice"] for g in self.gpu_types if g["id"] == input["gpuTypeId"]), None)
+        if spot_price is None or input["bidPerGpu"] < spot_price:
+            raise GraphQLError("Your bid is below the current minimum bid price for this GPU.")
+        return self._deploy(input, spot=True)
+
+    def _deploy(self, input: dict[str, Any], spot: bool) -> dict[str, Any]:  # noqa: A002
         if input["gpuTypeId"] in self.full_gpus or input.get("cloudType", "ALL") in self.full_clouds:
             raise GraphQLError(NO_CAPACITY)
-        price = next((g["securePrice"] for g in self.gpu_types if g["id"] == input["gpuTypeId"]), 1.0)
+        price = input["bidPerGpu"] if spot else \
+            next((g["securePrice"] for g in self.gpu_types if g["id"] == input["gpuTypeId"]), 1.0)
         host = f"127.0.3.{next(_addresses) % 250 + 2}"
         record = PodRecord(id=secrets.token_hex(7), input=input, host=host, port=free_port(host),
-                           created=time.time(), cost_per_hr=price * input["gpuCount"])
+                           created=time.time(), cost_per_hr=price * input["gpuCount"], spot=spot)
         with self._lock:
             self.ledger[record.id] = record
         self._later(self.boot_s, self._boot, record)
         return record.view()
+
+    def podResume(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002, N802
+        return self._resume(input["podId"], spot=False)
+
+    def podBidResume(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002, N802
+        return self._resume(input["podId"], spot=True)
+
+    def _resume(self, pod_id: str, spot: bool) -> dict[str, Any]:
+        record = self.ledger.get(pod_id)
+        if record is None or record.status == "TERMINATED":
+            raise GraphQLError("pod not found")
+        if record.status != "EXITED" or record.spot != spot:
+            raise GraphQLError(f"Cannot resume a {record.status} pod this way.")
+        if not self.resume_capacity:
+            raise GraphQLError("There are not enough free GPUs on the host machine to start this pod.")
+        record.status, record.runtime = "RUNNING", None
+        record.port = free_port(record.host)  # a resumed pod gets new port mappings
+        self._later(self.boot_s, self._boot, record)
+        return record.view()
+
+    def preempt(self, pod_id: str) -> None:
+        """The spot market (or a stop) took the pod back: EXITED, every process gone, /workspace kept."""
+        self._lose(pod_id, "EXITED")
+
+    def kill(self, pod_id: str) -> None:
+        """The pod's host failed: DEAD, nothing to resume."""
+        self._lose(pod_id, "DEAD")
+
+    def _lose(self, pod_id: str, status: str) -> None:
+        record = self.ledger[pod_id]
+        record.status, record.runtime = status, None
+        if record.runs and record.runs[-1][1] is None:
+            record.runs[-1][1] = time.time()
+        if record.machine is not None:
+            record.machine.stop()
 
     def podTerminate(self, info: Any, input: dict[str, Any]) -> None:  # noqa: A002, N802
         record = self.ledger.get(input["podId"])
         if record is None or record.status == "TERMINATED":
             raise GraphQLError("pod not found to terminate")
         record.status, record.terminated_at = "TERMINATED", time.time()
+        if record.runs and record.runs[-1][1] is None:
+            record.runs[-1][1] = time.time()
         if record.machine is not None:
             record.machine.stop()
         return None
@@ -239,8 +306,9 @@ class FakeRunPod:
         timer.start()
 
     def _boot(self, record: PodRecord) -> None:
-        if record.status == "TERMINATED":
+        if record.status != "RUNNING":
             return
+        record.runs.append([time.time(), None])
         record.runtime = {"uptimeInSeconds": 0, "ports": [
             {"ip": record.host, "isIpPublic": True, "privatePort": 22, "publicPort": record.port + 1, "type": "udp"},
             {"ip": "10.6.0.12", "isIpPublic": False, "privatePort": 22, "publicPort": 22, "type": "tcp"},
@@ -250,7 +318,7 @@ class FakeRunPod:
         self._later(self.ssh_delay_s, self._start_sshd, record)
 
     def _start_sshd(self, record: PodRecord) -> None:
-        if record.status == "TERMINATED":
+        if record.status != "RUNNING":
             return
         env = {e["key"]: e["value"] for e in record.input.get("env") or []}
         if self.ignore_host_key:
@@ -259,5 +327,5 @@ class FakeRunPod:
         machine = FakePod(self.base / record.id, record.host, record.port, env)
         record.machine = machine
         machine.start(wait=False)
-        if record.status == "TERMINATED":  # terminated while it was starting
+        if record.status != "RUNNING":  # terminated (or lost) while it was starting
             machine.stop()

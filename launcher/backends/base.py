@@ -67,6 +67,8 @@ class PodRequest:
     host_private_key: str | None = None
     host_public_key: str | None = None
     region: str | None = None
+    #: interruptible (spot) capacity, for providers that do not lack "spot"
+    spot: bool = False
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -100,8 +102,8 @@ class Backend(Protocol):
         ...
 
     @classmethod
-    def on_demand(cls, prices: dict[str, float], settings: Settings) -> float | None:
-        """The on-demand price rtrain would pay, from the kinds of price known for a GPU."""
+    def price(cls, prices: dict[str, float], settings: Settings, spot: bool = False) -> float | None:
+        """The price per GPU-hour rtrain would pay (on demand, or spot), from the kinds known for a GPU."""
         ...
 
     def live_prices(self) -> PriceTable:
@@ -115,6 +117,11 @@ class Backend(Protocol):
 
     def get(self, pod_id: str) -> Pod | None:
         """The pod's current state, or None when the provider no longer knows it."""
+        ...
+
+    def resume(self, pod_id: str, request: PodRequest) -> Pod:
+        """Boot a stopped (exited) pod again, its disk kept; NoCapacity when its host has no room.
+        Only for providers that do not lack "stop_resume"."""
         ...
 
     def wait_ready(self, pod: Pod, keys: JobKeys | None, *, deadline_s: float,

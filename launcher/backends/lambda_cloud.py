@@ -26,7 +26,7 @@ from launcher.backends.lambda_api import LambdaAPI, LambdaError
 from launcher.backends.ssh_ready import wait_for_ssh
 from launcher.catalog import catalog, resolve_gpu
 from launcher.config import Settings
-from launcher.errors import ProviderError, UsageError
+from launcher.errors import PodLost, ProviderError, UsageError
 from launcher.executor.ssh import SSHExecutor
 from launcher.keys import JobKeys
 from launcher.runtime import DockerImage
@@ -102,8 +102,11 @@ class LambdaBackend:
     # prices -----------------------------------------------------------------------------------
 
     @classmethod
-    def on_demand(cls, prices: dict[str, float], settings: Settings) -> float | None:
-        return prices.get("on_demand")
+    def price(cls, prices: dict[str, float], settings: Settings, spot: bool = False) -> float | None:
+        return None if spot else prices.get("on_demand")
+
+    def resume(self, pod_id: str, request: PodRequest) -> Pod:
+        raise ProviderError(self.lacks["stop_resume"])
 
     def live_prices(self) -> PriceTable:
         """Per GPU, from the smallest instance of each kind (some GPUs come only 8 to an instance)."""
@@ -195,10 +198,10 @@ class LambdaBackend:
         def poll() -> tuple[SSHEndpoint | None, str]:
             raw = self.api.instance(pod.id)
             if raw is None:
-                raise ProviderError(f"instance {pod.id} disappeared while starting (Lambda Cloud no longer knows it)")
+                raise PodLost(f"instance {pod.id} disappeared while starting (Lambda Cloud no longer knows it)")
             word = str(raw.get("status"))
             if STATUS.get(word) in ("lost", "terminated"):
-                raise ProviderError(f"instance {pod.id} is {word} (Lambda Cloud) while starting")
+                raise PodLost(f"instance {pod.id} is {word} (Lambda Cloud) while starting")
             latest.update(raw)
             current = self._pod(raw)
             if current.ssh is None:

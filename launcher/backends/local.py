@@ -51,8 +51,11 @@ class LocalBackend:
         return None
 
     @classmethod
-    def on_demand(cls, prices: dict[str, float], settings: Settings) -> float | None:
+    def price(cls, prices: dict[str, float], settings: Settings, spot: bool = False) -> float | None:
         return 0.0
+
+    def resume(self, pod_id: str, request: PodRequest) -> Pod:
+        raise UsageError(self.lacks["stop_resume"])
 
     def live_prices(self) -> PriceTable:
         raise UsageError("this machine has no prices")

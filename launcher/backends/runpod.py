@@ -14,6 +14,7 @@ Quirks handled here, where they live:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,7 +24,7 @@ from launcher.backends.runpod_api import RunPodAPI, RunPodError
 from launcher.backends.ssh_ready import wait_for_ssh
 from launcher.catalog import catalog, resolve_gpu
 from launcher.config import Settings
-from launcher.errors import ProviderError, UsageError
+from launcher.errors import PodLost, ProviderError, UsageError
 from launcher.executor.ssh import SSHExecutor
 from launcher.keys import JobKeys
 from launcher.runtime import PlainPython
@@ -75,8 +76,11 @@ class RunPodBackend:
     # prices -----------------------------------------------------------------------------------
 
     @classmethod
-    def on_demand(cls, prices: dict[str, float], settings: Settings) -> float | None:
-        """The price of the cloud type rtrain asks for (ALL: the cheaper of secure and community)."""
+    def price(cls, prices: dict[str, float], settings: Settings, spot: bool = False) -> float | None:
+        """The price of the cloud type rtrain asks for (ALL: the cheaper of secure and community); spot:
+        the live spot price (the bundled catalog has none)."""
+        if spot:
+            return prices.get("spot")
         cloud = settings.runpod_cloud_type
         if cloud == "COMMUNITY":
             return prices.get("community") or prices.get("secure")
@@ -121,6 +125,15 @@ class RunPodBackend:
             deploy["dataCenterId"] = request.region
         return deploy
 
+    def spot_bid(self, gpu_id: str) -> float:
+        """What rtrain bids per GPU-hour for a spot pod: 10% over the live spot price (rounded up to a
+        cent), so that small swings of the market do not take the pod, still far below on demand."""
+        live = next(iter(self.api.gpu_types(gpu_id)), {})
+        spot = live.get("secureSpotPrice") or live.get("communitySpotPrice")
+        if not spot:
+            raise NoCapacity(f"RunPod quotes no spot price for {gpu_id} right now: no spot pod was created")
+        return math.ceil(float(spot) * 1.10 * 100) / 100
+
     def create(self, request: PodRequest) -> Pod:
         clouds = [self.settings.runpod_cloud_type]
         if self.settings.runpod_cloud_fallback and "ALL" not in clouds:
@@ -129,15 +142,33 @@ class RunPodBackend:
         for alias in request.gpus:
             gpu_id = resolve_gpu(alias, self.name).provider_id(self.name)
             assert gpu_id is not None
+            bid = self.spot_bid(gpu_id) if request.spot else None
             for cloud in clouds:
+                deploy = self._deploy_input(request, gpu_id, cloud)
                 try:
-                    return self._pod(self.api.deploy_on_demand(self._deploy_input(request, gpu_id, cloud)))
+                    if bid is None:
+                        return self._pod(self.api.deploy_on_demand(deploy))
+                    return self._pod(self.api.deploy_spot({**deploy, "bidPerGpu": bid}))
                 except RunPodError as exc:
                     if not exc.is_capacity:
                         raise
-                    full.append(f"{alias} ({cloud.lower()} cloud)")
+                    full.append(f"{alias} ({cloud.lower()} cloud{', spot' if bid else ''})")
         raise NoCapacity(f"RunPod has no capacity for {', '.join(full)}: no pod was created; try other GPUs "
                          "(--gpu h100,h100-pcie,a100 tries them in order) or later")
+
+    def resume(self, pod_id: str, request: PodRequest) -> Pod:
+        """podResume (podBidResume for a spot pod): the same pod, its /workspace volume kept, on new port
+        mappings (readiness reads them again)."""
+        bid = None
+        if request.spot:
+            gpu_id = resolve_gpu(request.gpus[0], self.name).provider_id(self.name) if request.gpus else None
+            bid = self.spot_bid(gpu_id) if gpu_id else None
+        try:
+            return self._pod(self.api.resume(pod_id, request.gpu_count, bid))
+        except RunPodError as exc:
+            if exc.is_capacity:
+                raise NoCapacity(f"RunPod cannot resume pod {pod_id}: {'; '.join(exc.messages)}") from None
+            raise
 
     def get(self, pod_id: str) -> Pod | None:
         raw = self.api.pod(pod_id)
@@ -153,10 +184,11 @@ class RunPodBackend:
         def poll() -> tuple[SSHEndpoint | None, str]:
             raw = self.api.pod(pod.id)
             if raw is None:
-                raise ProviderError(f"pod {pod.id} disappeared while starting (RunPod no longer knows it)")
+                raise PodLost(f"pod {pod.id} disappeared while starting (RunPod no longer knows it)")
             status = str(raw.get("desiredStatus"))
             if STATUS.get(status) in ("exited", "lost", "terminated"):
-                raise ProviderError(f"pod {pod.id} stopped while starting (desiredStatus {status})")
+                raise PodLost(f"pod {pod.id} stopped while starting (desiredStatus {status})",
+                              resumable=STATUS.get(status) == "exited")
             latest.update(raw)
             return ssh_endpoint(raw)
 

@@ -22,6 +22,21 @@ mutation Deploy($input: PodFindAndDeployOnDemandInput!) {{
   podFindAndDeployOnDemand(input: $input) {{ {POD_FIELDS} }}
 }}"""
 
+DEPLOY_SPOT = f"""
+mutation DeploySpot($input: PodRentInterruptableInput!) {{
+  podRentInterruptable(input: $input) {{ {POD_FIELDS} }}
+}}"""
+
+RESUME = f"""
+mutation Resume($input: PodResumeInput!) {{
+  podResume(input: $input) {{ {POD_FIELDS} }}
+}}"""
+
+BID_RESUME = f"""
+mutation BidResume($input: PodBidResumeInput!) {{
+  podBidResume(input: $input) {{ {POD_FIELDS} }}
+}}"""
+
 POD = f"""
 query Pod($input: PodFilter!) {{
   pod(input: $input) {{ {POD_FIELDS} }}
@@ -45,7 +60,8 @@ query GpuTypes($input: GpuTypeFilter) {
 }"""
 
 #: RunPod's wording when a GPU type has no free machine (HTTP 200, data null, this in errors).
-CAPACITY_MARKERS = ("no longer any instances available", "not enough free gpus", "no instances available")
+CAPACITY_MARKERS = ("no longer any instances available", "not enough free gpus", "no instances available",
+                    "below the current minimum bid")
 
 
 class RunPodError(ProviderError):
@@ -85,6 +101,23 @@ class RunPodAPI:
         pod = self.call(DEPLOY, {"input": pod_input}).get("podFindAndDeployOnDemand")
         if not pod:
             raise RunPodError(["the create call returned no pod"])
+        return dict(pod)
+
+    def deploy_spot(self, pod_input: dict[str, Any]) -> dict[str, Any]:
+        pod = self.call(DEPLOY_SPOT, {"input": pod_input}).get("podRentInterruptable")
+        if not pod:
+            raise RunPodError(["the create call returned no pod"])
+        return dict(pod)
+
+    def resume(self, pod_id: str, gpu_count: int, bid_per_gpu: float | None = None) -> dict[str, Any]:
+        """Boot an EXITED pod again (its volume kept): podResume, or podBidResume for a spot pod."""
+        if bid_per_gpu is None:
+            pod = self.call(RESUME, {"input": {"podId": pod_id, "gpuCount": gpu_count}}).get("podResume")
+        else:
+            pod = self.call(BID_RESUME, {"input": {"podId": pod_id, "bidPerGpu": bid_per_gpu,
+                                                   "gpuCount": gpu_count}}).get("podBidResume")
+        if not pod:
+            raise RunPodError(["the resume call returned no pod"])
         return dict(pod)
 
     def pod(self, pod_id: str) -> dict[str, Any] | None:

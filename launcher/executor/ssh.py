@@ -12,6 +12,7 @@ from __future__ import annotations
 import select
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from launcher.errors import ProviderError
@@ -60,6 +61,9 @@ class SSHExecutor:
         self.python = python
         self.connect_timeout = connect_timeout
         self.reconnect_for_s = reconnect_for_s
+        #: called when the connection drops, before it is re-opened: it may raise (the provider says
+        #: the machine is gone), which ends the retrying at once
+        self.on_drop: Callable[[], None] | None = None
         self._client: paramiko.SSHClient | None = None
         self.connections = 0
 
@@ -138,6 +142,8 @@ class SSHExecutor:
                 raise
             except errors as exc:
                 self.close()
+                if self.on_drop is not None:
+                    self.on_drop()
                 if time.monotonic() + delay > deadline:
                     ep = self.endpoint
                     why = str(exc) or type(exc).__name__
@@ -184,6 +190,8 @@ class SSHExecutor:
             return RunResult(_exit_status(chan), out.decode(errors="replace"), err.decode(errors="replace"))
         except errors as exc:
             self.close()
+            if self.on_drop is not None:
+                self.on_drop()
             raise ConnectionLost(f"the SSH connection dropped during an upload: {exc or type(exc).__name__}") from None
 
 
