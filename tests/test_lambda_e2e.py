@@ -182,6 +182,7 @@ def test_ls_pods_shows_a_key_left_registered_and_down_removes_it(lambda_cloud: F
 
 @pytest.mark.parametrize("flag, reason", [
     (["--watchdog", "30m"], "--watchdog: not on Lambda Cloud: a Lambda Cloud instance can only be ended through"),
+    (["--spot"], "--spot: not on Lambda Cloud: Lambda Cloud rents no interruptible instances"),
 ])
 def test_what_lambda_cannot_do_is_refused_before_any_call(lambda_cloud: FakeLambda, flag: list[str],
                                                           reason: str) -> None:
@@ -227,3 +228,18 @@ def test_a_kept_instance_is_reused_and_an_orphan_ends_with_its_key(lambda_cloud:
     down = cli_proc("down", kept["pod_id"])
     assert down.code == 0 and "not a job of this machine" in down.out
     assert lambda_cloud.running() == [] and lambda_cloud.ssh_keys == {}
+
+
+def test_a_preempted_instance_is_replaced_from_the_copied_checkpoint(lambda_cloud: FakeLambda,
+                                                                     home_with_tiny: Path) -> None:
+    from test_recovery_e2e import JOB as RECOVERY_JOB
+    from test_recovery_e2e import check_exactly_once_after_the_checkpoint, finish, wait_for_event
+
+    proc = start_launch("--backend", "lambda", *RECOVERY_JOB)
+    try:
+        copied = wait_for_event(home_with_tiny, "checkpoint.copied", proc)
+        lambda_cloud.preempt(copied["pod_id"])
+    finally:
+        job, err = finish(proc)
+    assert len(lambda_cloud.ledger) == 2 and "is preempted on Lambda Cloud" in err
+    check_exactly_once_after_the_checkpoint(job, copied["data"]["step"])

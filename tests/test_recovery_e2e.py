@@ -100,6 +100,7 @@ def test_a_preempted_spot_pod_is_resumed_and_training_continues_from_its_checkpo
     bid = next(c for c in runpod.calls if "podRentInterruptable" in c["query"])["variables"]["input"]["bidPerGpu"]
     assert bid == pytest.approx(1.93)  # 10% over the live spot price of 1.75
     assert "recovering (attempt 2" in err and "training continues from the checkpoint of step" in err
+    assert "at spot $1.93/hr (on demand $2.99/hr per GPU)" in err  # the estimate shows both
     runs = check_exactly_once_after_the_checkpoint(job, attempts(Path(job["output_dir"]))[1][0])
     assert runs[1][0] >= point["data"]["step"]
     shown = cli_proc("show", job["job_id"]).out
@@ -183,3 +184,20 @@ def test_a_second_ctrl_c_while_saving_logs_from_a_dead_pod_still_tears_down(runp
         stop_launcher(proc)
     assert proc.returncode == 130, err
     assert runpod.running() == [] and "aborted" not in err
+
+
+def test_resume_of_a_job_whose_pod_died_with_its_launcher_recovers(runpod, home_with_tiny: Path, cli_proc) -> None:
+    proc = start_launch(*JOB)
+    try:
+        copied = wait_for_event(home_with_tiny, "checkpoint.copied", proc)
+        proc.kill()  # the launcher dies (no teardown) ...
+        proc.wait(30)
+        runpod.kill(copied["pod_id"])  # ... and so does its pod
+    finally:
+        stop_launcher(proc)
+    resumed = cli_proc("resume", copied["job_id"], "--json", timeout=600)
+    assert resumed.code == 0, resumed.err
+    job = resumed.json_line()
+    assert job["pod_id"] != copied["pod_id"] and len(runpod.ledger) == 2
+    runs = attempts(Path(job["output_dir"]))
+    assert runs[-1][0] >= copied["data"]["step"] and runs[-1][1][-1] == 160

@@ -80,7 +80,7 @@ class RunPodBackend:
         """The price of the cloud type rtrain asks for (ALL: the cheaper of secure and community); spot:
         the live spot price (the bundled catalog has none)."""
         if spot:
-            return prices.get("spot")
+            return cls.bid_for(prices["spot"]) if prices.get("spot") else None
         cloud = settings.runpod_cloud_type
         if cloud == "COMMUNITY":
             return prices.get("community") or prices.get("secure")
@@ -125,14 +125,18 @@ class RunPodBackend:
             deploy["dataCenterId"] = request.region
         return deploy
 
+    @staticmethod
+    def bid_for(spot_price: float) -> float:
+        """What rtrain bids (and pays) per GPU-hour for a spot pod: 10% over the spot price, rounded up to
+        a cent, so that small swings of the market do not take the pod; still far below on demand."""
+        return math.ceil(float(spot_price) * 1.10 * 100 - 1e-9) / 100
+
     def spot_bid(self, gpu_id: str) -> float:
-        """What rtrain bids per GPU-hour for a spot pod: 10% over the live spot price (rounded up to a
-        cent), so that small swings of the market do not take the pod, still far below on demand."""
         live = next(iter(self.api.gpu_types(gpu_id)), {})
         spot = live.get("secureSpotPrice") or live.get("communitySpotPrice")
         if not spot:
             raise NoCapacity(f"RunPod quotes no spot price for {gpu_id} right now: no spot pod was created")
-        return math.ceil(float(spot) * 1.10 * 100) / 100
+        return self.bid_for(float(spot))
 
     def create(self, request: PodRequest) -> Pod:
         clouds = [self.settings.runpod_cloud_type]
