@@ -24,7 +24,7 @@ q = shlex.quote
 
 #: what a trainer in a container may read from the machine's environment (the 0600 secrets file sets
 #: them): `docker run -e NAME` passes a variable only when it is set
-PASSED_ENV = ("HF_TOKEN", *AWS_ENV, "HF_HUB_OFFLINE")
+PASSED_ENV = ("HF_TOKEN", *AWS_ENV, "HF_HUB_OFFLINE", "OMP_NUM_THREADS")
 
 
 class TrainerRuntime(Protocol):

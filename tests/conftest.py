@@ -20,15 +20,25 @@ SAMPLE = ROOT / "examples" / "chats.jsonl"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Two pytest-xdist workers share two cores: one torch thread per trainer, not two fighting per core.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+#: what the fake providers' machines have in their environment (a pod image would set these)
+MACHINE_ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]}
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """rtrain's tiny model, built once with the real builder (``python -m remote.tiny_model``)."""
-    out = tmp_path_factory.mktemp("models") / "rtrain-tiny"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    subprocess.run([sys.executable, "-m", "remote.tiny_model", str(out), "--data", str(SAMPLE)],
-                   check=True, env=env, capture_output=True)
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """rtrain's tiny model, built once per test run (shared by the xdist workers, under a file lock)
+    with the real builder (``python -m remote.tiny_model``)."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    out = shared / "models" / "rtrain-tiny"
+    with FileLock(str(shared / "tiny-model.lock")):
+        if not (out / "config.json").is_file():
+            env = dict(os.environ, PYTHONPATH=str(ROOT))
+            subprocess.run([sys.executable, "-m", "remote.tiny_model", str(out), "--data", str(SAMPLE)],
+                           check=True, env=env, capture_output=True)
     return out
 
 
@@ -209,7 +219,7 @@ def runpod(tmp_path: Path, home_with_tiny: Path, monkeypatch: pytest.MonkeyPatch
 
     if can_run_pods() is not None:
         pytest.skip(str(can_run_pods()))
-    fake = FakeRunPod(tmp_path / "pods", api_key=RUNPOD_KEY, pod_env={"HF_HUB_OFFLINE": "1"}).start()
+    fake = FakeRunPod(tmp_path / "pods", api_key=RUNPOD_KEY, pod_env=dict(MACHINE_ENV)).start()
     monkeypatch.setenv("RUNPOD_API_KEY", RUNPOD_KEY)
     monkeypatch.setenv("RTRAIN_RUNPOD_API_URL", fake.url)
     monkeypatch.setenv("RTRAIN_READY_TIMEOUT_S", "60")
@@ -258,7 +268,7 @@ def lambda_cloud(tmp_path: Path, home_with_tiny: Path, monkeypatch: pytest.Monke
 
     if can_run_pods() is not None:
         pytest.skip(str(can_run_pods()))
-    fake = FakeLambda(tmp_path / "vms", api_key=LAMBDA_KEY, vm_env={"HF_HUB_OFFLINE": "1"}).start()
+    fake = FakeLambda(tmp_path / "vms", api_key=LAMBDA_KEY, vm_env=dict(MACHINE_ENV)).start()
     monkeypatch.setenv("LAMBDA_API_KEY", LAMBDA_KEY)
     monkeypatch.setenv("RTRAIN_LAMBDA_API_URL", fake.url)
     monkeypatch.setenv("RTRAIN_READY_TIMEOUT_S", "60")

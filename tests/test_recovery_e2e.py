@@ -16,8 +16,9 @@ from conftest import ROOT, SAMPLE, rtrain_cmd, stop_launcher
 
 from launcher.transfer import verify_manifest
 
-JOB = ("--gpu", "h100", "--template", "tiny-cpu", "--dataset", str(SAMPLE), "--yes", "--json", "--max-steps", "160",
-       "--save-steps", "20", "--batch-size", "2")
+STEPS = 60
+JOB = ("--gpu", "h100", "--template", "tiny-cpu", "--dataset", str(SAMPLE), "--yes", "--json", "--max-steps",
+       str(STEPS), "--save-steps", "10", "--batch-size", "2", "--max-seq-length", "128", "--eval-fraction", "0")
 
 
 def start_launch(*args: str) -> subprocess.Popen:
@@ -74,15 +75,18 @@ def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[dict, str]:
     return json.loads(out.strip().splitlines()[-1]), err
 
 
-def check_exactly_once_after_the_checkpoint(job: dict, checkpoint: int) -> list:
+def check_exactly_once_after_the_checkpoint(job: dict, copied_step: int) -> list:
+    """The second run resumed from a checkpoint at least as new as ``copied_step`` (a newer one may
+    have been copied before the machine went), and trained every step after it exactly once."""
     out = Path(job["output_dir"])
     verify_manifest(out)
     runs = attempts(out)
     assert len(runs) == 2, runs
-    first, second = runs
-    assert first[0] is None and first[1][:checkpoint] == list(range(1, checkpoint + 1))
-    assert second[0] == checkpoint and second[1] == list(range(checkpoint + 1, 161))  # each step once, in order
-    assert job["status"] == "succeeded" and job["steps"] == 160
+    (first_from, first_steps), (resumed_from, second_steps) = runs
+    assert first_from is None and resumed_from is not None and resumed_from >= copied_step
+    assert first_steps[:resumed_from] == list(range(1, resumed_from + 1))
+    assert second_steps == list(range(resumed_from + 1, STEPS + 1))  # each step once, in order
+    assert job["status"] == "succeeded" and job["steps"] == STEPS
     return runs
 
 
@@ -101,12 +105,11 @@ def test_a_preempted_spot_pod_is_resumed_and_training_continues_from_its_checkpo
     assert bid == pytest.approx(1.93)  # 10% over the live spot price of 1.75
     assert "recovering (attempt 2" in err and "training continues from the checkpoint of step" in err
     assert "at spot $1.93/hr (on demand $2.99/hr per GPU)" in err  # the estimate shows both
-    runs = check_exactly_once_after_the_checkpoint(job, attempts(Path(job["output_dir"]))[1][0])
-    assert runs[1][0] >= point["data"]["step"]
+    check_exactly_once_after_the_checkpoint(job, point["data"]["step"])
     shown = cli_proc("show", job["job_id"]).out
     attempts_shown = shown.split("attempts:\n")[1].split("events:")[0].splitlines()
     assert attempts_shown[0].startswith(f"  1: runpod {pod.id} (h100), to step ") and "is EXITED" in attempts_shown[0]
-    assert attempts_shown[1].startswith(f"  2: runpod {pod.id} (h100), to step 160")
+    assert attempts_shown[1].startswith(f"  2: runpod {pod.id} (h100), to step {STEPS}")
     assert attempts_shown[1].endswith("succeeded")
     # billed: the sum over both runs of the pod
     billed = sum((end or 0) - start for start, end in pod.runs) * pod.cost_per_hr / 3600
@@ -200,4 +203,4 @@ def test_resume_of_a_job_whose_pod_died_with_its_launcher_recovers(runpod, home_
     job = resumed.json_line()
     assert job["pod_id"] != copied["pod_id"] and len(runpod.ledger) == 2
     runs = attempts(Path(job["output_dir"]))
-    assert runs[-1][0] >= copied["data"]["step"] and runs[-1][1][-1] == 160
+    assert runs[-1][0] >= copied["data"]["step"] and runs[-1][1][-1] == STEPS

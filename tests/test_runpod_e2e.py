@@ -239,7 +239,7 @@ def pod_session_pids(pod) -> list[int]:
 
 
 def test_a_dropped_connection_during_training_is_survived(runpod: FakeRunPod, home_with_tiny: Path) -> None:
-    proc = start_launch(*JOB, "--max-steps", "150", "--batch-size", "4")
+    proc = start_launch(*JOB, "--max-steps", "80", "--batch-size", "2", "--eval-fraction", "0")
     try:
         row = wait_for_training(home_with_tiny)
         pod = runpod.ledger[row["pod_id"]]

@@ -88,7 +88,7 @@ def test_a_killed_trainer_restarts_from_its_checkpoint(home_with_tiny: Path) -> 
 
 
 def test_from_adapter_continues_an_adapter(home_with_tiny: Path, cli_proc) -> None:
-    first = cli_proc("launch", "--local", "--max-steps", "40", "--eval-fraction", "0", "--json")
+    first = cli_proc("launch", "--local", "--max-steps", "25", "--eval-fraction", "0", "--json")
     assert first.code == 0, first.err
     adapter = first.json_line()["adapter_dir"]
     first_metrics = json.loads((Path(first.json_line()["output_dir"]) / "metrics.json").read_text())
