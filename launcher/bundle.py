@@ -55,11 +55,21 @@ def ensure_tiny_model(home: Path, python: str | None = None) -> Path:
     ensure_private_dir(out.parent)
     env = dict(os.environ, PYTHONPATH=trainer_env_pythonpath())
     cmd = [python or sys.executable, "-m", "remote.tiny_model", str(out), "--data", str(sample_dataset())]
+    require_training_stack(python or sys.executable, "the tiny model")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UsageError(f"cannot build the tiny model with {cmd[0]}: {last} (is rtrain[train] installed?)")
+        raise UsageError(f"cannot build the tiny model with {cmd[0]}: {last}")
     return out
+
+
+def require_training_stack(python: str | None, what: str) -> None:
+    """UsageError (one line, the README's install command) when ``python`` lacks the training stack."""
+    from launcher.paths import INSTALL_TRAIN
+
+    missing = training_stack_missing(python)
+    if missing:
+        raise UsageError(f"{what} needs the training stack ({', '.join(missing)} missing): {INSTALL_TRAIN}")
 
 
 def training_stack_missing(python: str | None = None) -> list[str]:

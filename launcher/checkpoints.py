@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from launcher.downloads import discard, fetch_tree, staging_for
 from launcher.executor.base import Executor
 from launcher.paths import ensure_private_dir
-from launcher.transfer import discard, fetch_tree, staging_for
 from remote.outputs import MANIFEST, sha256_file
 
 PREFIX = "checkpoint-"
@@ -105,7 +105,7 @@ class CheckpointMirror:
             return
         if self._ex is None:
             self._ex = self.open_executor()
-        self.local.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.local)
         final = self.local / f"{PREFIX}{step}"
         staging = staging_for(final)
         try:

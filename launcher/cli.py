@@ -196,15 +196,16 @@ def init_tiny_model(directory: str) -> None:
     """Build rtrain's tiny offline model (Qwen2 architecture, BPE tokenizer, ChatML) into DIRECTORY."""
     import subprocess
 
-    from launcher.bundle import trainer_env_pythonpath
+    from launcher.bundle import require_training_stack, trainer_env_pythonpath
     from launcher.errors import TrainingError
     from launcher.paths import sample_dataset
 
+    python = load_settings().local_python or sys.executable
+    require_training_stack(python, "init-tiny-model")
     env = dict(os.environ, PYTHONPATH=trainer_env_pythonpath())
-    cmd = [load_settings().local_python or sys.executable, "-m", "remote.tiny_model", directory,
-           "--data", str(sample_dataset())]
+    cmd = [python, "-m", "remote.tiny_model", directory, "--data", str(sample_dataset())]
     if subprocess.run(cmd, env=env).returncode != 0:
-        raise TrainingError("building the tiny model failed (is rtrain[train] installed?)")
+        raise TrainingError("building the tiny model failed (its output above says why)")
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:

@@ -15,24 +15,31 @@ import click
 def _run_export(args: list[str]) -> list[str]:
     """Run ``python -m remote.export ARGS``; its refusals are usage errors (exit 2)."""
     from launcher.bundle import trainer_env_pythonpath
-    from launcher.config import Settings
+    from launcher.config import load_settings
     from launcher.errors import TrainingError, UsageError
 
-    python = Settings().local_python or sys.executable
+    python = load_settings().local_python or sys.executable
     env = dict(os.environ, PYTHONPATH=trainer_env_pythonpath(), HF_HUB_DISABLE_PROGRESS_BARS="1")
     proc = subprocess.run([python, "-m", "remote.export", *args], capture_output=True, text=True, env=env)
     if proc.returncode == 2:
         raise UsageError((proc.stderr.strip().splitlines() or ["refused"])[-1])
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise TrainingError(f"export failed: {last} (is rtrain[train] installed here?)")
+        raise TrainingError(f"export failed: {last}")
     return list(json.loads(proc.stdout.strip().splitlines()[-1])["files"])
+
+
+def _require_training_stack(what: str) -> None:
+    from launcher.bundle import require_training_stack
+    from launcher.config import load_settings
+
+    require_training_stack(load_settings().local_python or sys.executable, what)
 
 
 def _adapter_and_base(target: str) -> tuple[Path, str | None]:
     """A job (id, prefix, name) or an adapter folder -> (adapter folder, base model when known)."""
     from launcher.bundle import tiny_model_dir
-    from launcher.config import TINY_MODEL, Settings
+    from launcher.config import TINY_MODEL, load_settings
     from launcher.errors import UsageError
     from launcher.state import Registry
 
@@ -47,7 +54,7 @@ def _adapter_and_base(target: str) -> tuple[Path, str | None]:
         raise UsageError(f"job {rec.id} has no adapter here (status {rec.status})")
     model = rec.spec_dict["model"]
     if model == TINY_MODEL:
-        model = str(tiny_model_dir(Settings().rtrain_home()))
+        model = str(tiny_model_dir(load_settings().rtrain_home()))
     return Path(rec.adapter_dir), model
 
 
@@ -64,6 +71,7 @@ def export_cmd(job: str, gguf: bool, modelfile: bool, merged: bool, base: str | 
     """Make serving files from a job's adapter (or an adapter folder): GGUF, Modelfile, merged."""
     from launcher.errors import UsageError
 
+    _require_training_stack("rtrain export")
     if not (gguf or modelfile or merged):
         raise UsageError("say what to export: --gguf, --modelfile and/or --merged")
     adapter, job_base = _adapter_and_base(job)
@@ -85,6 +93,7 @@ def merge_adapters_cmd(adapters: tuple[str, ...], weights: str, out: str, base: 
     """Combine adapters into one whose update is exactly the weighted sum (PEFT "cat")."""
     from launcher.errors import UsageError
 
+    _require_training_stack("rtrain merge-adapters")
     if len(adapters) < 2:
         raise UsageError("merge-adapters needs at least two adapters")
     try:

@@ -81,9 +81,9 @@ def open_registry() -> Registry:
 
 
 def load_settings() -> Settings:
-    from launcher.config import Settings
+    from launcher.config import load_settings as load
 
-    return Settings()
+    return load()
 
 
 def find_job(registry: Registry, key: str) -> JobRecord:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from launcher.errors import UsageError
-from launcher.paths import DEFAULT_HOME, ensure_private_dir
+from launcher.paths import DEFAULT_HOME, checked_home
 from remote.jobconfig import BOUNDS
 
 #: the registered backends (launcher/backends/__init__.py: REGISTRY), and auto
@@ -61,7 +62,29 @@ class Settings(BaseSettings):
     runs_dir: Path = Field(Path("runs"), description="where adapters land: <runs_dir>/<job-id>/")
 
     def rtrain_home(self) -> Path:
-        return ensure_private_dir(self.home.expanduser())
+        return checked_home(self.home.expanduser())
+
+
+def env_names(field: str) -> list[str]:
+    """The environment variables a Settings field is read from, the usual one first."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        return [str(choice) for choice in alias.choices]
+    return [f"RTRAIN_{field.upper()}"]
+
+
+def load_settings() -> Settings:
+    """The settings; a bad value is a UsageError naming the variable and where it came from (the
+    environment, or the .env file), never pydantic's report."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        names = env_names(str(err["loc"][0]) if err["loc"] else "")
+        given = next((n for n in names if n in os.environ), None)
+        source = "in the environment" if given else f"in {Path('.env').resolve()}"
+        raise UsageError(f"{given or names[0]} {source}: {_describe(err)}") from None
 
 
 #: JobSpec field -> the flag a user types, for error messages.

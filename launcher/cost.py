@@ -33,7 +33,7 @@ from typing import Any
 from launcher.catalog import GPU
 from launcher.config import JobSpec
 from launcher.errors import UsageError
-from remote.formats import read_examples
+from remote.formats import capped, read_examples
 
 UTILISATION = {"unsloth": (0.30, 0.40, 0.50), "transformers+peft": (0.18, 0.25, 0.32)}
 QLORA_SLOWDOWN = 1.25
@@ -60,30 +60,35 @@ class ModelShape:
     experts: int = 1
     #: transformers' model_type (what decides, for one, whether llama.cpp can take its adapters)
     model_type: str = ""
+    #: the context in tokens (max_position_embeddings); 0: unknown
+    context: int = 0
 
 
 #: Published sizes and shapes; matched against a hub id's last part (case-insensitive).
 KNOWN_MODELS: list[tuple[str, ModelShape]] = [
     (r"qwen3-0\.6b", ModelShape("Qwen3-0.6B", 0.75e9, 0.75e9, 1024, 28, 3072, 151936, 16, 8, 128, tied=True,
-                                model_type="qwen3")),
+                                model_type="qwen3", context=40960)),
     (r"qwen3-1\.7b", ModelShape("Qwen3-1.7B", 2.03e9, 2.03e9, 2048, 28, 6144, 151936, 16, 8, 128, tied=True,
-                                model_type="qwen3")),
+                                model_type="qwen3", context=40960)),
     (r"qwen3-4b", ModelShape("Qwen3-4B", 4.02e9, 4.02e9, 2560, 36, 9728, 151936, 32, 8, 128, tied=True,
-                             model_type="qwen3")),
-    (r"qwen3-8b", ModelShape("Qwen3-8B", 8.19e9, 8.19e9, 4096, 36, 12288, 151936, 32, 8, 128, model_type="qwen3")),
-    (r"qwen3-14b", ModelShape("Qwen3-14B", 14.8e9, 14.8e9, 5120, 40, 17408, 151936, 40, 8, 128, model_type="qwen3")),
+                             model_type="qwen3", context=40960)),
+    (r"qwen3-8b", ModelShape("Qwen3-8B", 8.19e9, 8.19e9, 4096, 36, 12288, 151936, 32, 8, 128,
+                             model_type="qwen3", context=40960)),
+    (r"qwen3-14b", ModelShape("Qwen3-14B", 14.8e9, 14.8e9, 5120, 40, 17408, 151936, 40, 8, 128,
+                              model_type="qwen3", context=40960)),
     (r"qwen3-30b-a3b", ModelShape("Qwen3-30B-A3B", 30.5e9, 3.3e9, 2048, 48, 768, 151936, 32, 4, 128, experts=128,
-                                  model_type="qwen3_moe")),
-    (r"qwen3-32b", ModelShape("Qwen3-32B", 32.8e9, 32.8e9, 5120, 64, 25600, 151936, 64, 8, 128, model_type="qwen3")),
+                                  model_type="qwen3_moe", context=40960)),
+    (r"qwen3-32b", ModelShape("Qwen3-32B", 32.8e9, 32.8e9, 5120, 64, 25600, 151936, 64, 8, 128,
+                              model_type="qwen3", context=40960)),
     (r"deepseek-r1-distill-qwen-32b",
      ModelShape("DeepSeek-R1-Distill-Qwen-32B", 32.8e9, 32.8e9, 5120, 64, 27648, 152064, 40, 8, 128,
-                model_type="qwen2")),
+                model_type="qwen2", context=131072)),
     (r"llama-3\.1-8b", ModelShape("Llama-3.1-8B", 8.03e9, 8.03e9, 4096, 32, 14336, 128256, 32, 8, 128,
-                                  model_type="llama")),
+                                  model_type="llama", context=131072)),
     (r"llama-3\.1-70b", ModelShape("Llama-3.1-70B", 70.6e9, 70.6e9, 8192, 80, 28672, 128256, 64, 8, 128,
-                                   model_type="llama")),
+                                   model_type="llama", context=131072)),
     (r"mistral-7b", ModelShape("Mistral-7B", 7.24e9, 7.24e9, 4096, 32, 14336, 32768, 32, 8, 128,
-                               model_type="mistral")),
+                               model_type="mistral", context=32768)),
 ]
 
 
@@ -104,7 +109,7 @@ def shape_from_config(name: str, cfg: dict[str, Any]) -> ModelShape:
     params = embed + layers * (attn + mlp * experts)
     active = embed + layers * (attn + mlp * active_experts)
     return ModelShape(name, float(params), float(active), h, layers, inter, vocab, heads, kv, hd, tied, experts,
-                      str(cfg.get("model_type") or ""))
+                      str(cfg.get("model_type") or ""), int(cfg.get("max_position_embeddings") or 0))
 
 
 def known_model(model: str) -> ModelShape | None:
@@ -151,6 +156,7 @@ def count_tokens(datasets: list[str], tokenizer_dir: Path | None, max_seq_length
                 extra = TOKENS_PER_MESSAGE * len(example["messages"])
             else:
                 text, extra = example["text"], 1
+            text = capped(text, max_seq_length)  # a 50 MB record is cut before it is tokenized
             n = (encode(text) if encode else int(len(text) / 4)) + extra
             lengths.append(min(n, max_seq_length))
     total = sum(lengths)

@@ -53,8 +53,6 @@ class DatasetsSummary:
 def validate_dataset(path: str | Path) -> DatasetSummary:
     """Parse every line of ``path``; UsageError ``file:line: what is wrong`` on the first bad one."""
     p = Path(path)
-    if p.is_dir():
-        raise UsageError(f"{p}: is a folder, expected a .jsonl file")
     n = with_system = multi = chars = 0
     fmt = ""
     try:

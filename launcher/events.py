@@ -8,12 +8,24 @@ resumed launcher continues exactly where the last one stopped.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
+#: fields that must be numbers wherever they appear (a trainer's event is data, checked like any input)
+NUMBERS = ("step", "total_steps", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "eta_s", "eval_loss",
+           "perplexity", "tokens", "target_tokens", "trainable_params", "total_params", "used", "examples",
+           "truncated", "dropped_no_target", "rows", "eval_examples", "resumed_from_step", "steps", "final_loss",
+           "first_loss", "runtime_s", "padding_waste", "files", "bytes")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
 
 def parse_event(line: bytes | str) -> dict[str, Any] | None:
-    """One event, or None for a line that is not one (blank, not JSON, no ``event`` name)."""
+    """One event, or None for a line that is not one (blank, not JSON, no ``event`` name). A field of
+    NUMBERS that is not a finite number is dropped, and named in ``_dropped``."""
     if isinstance(line, bytes):
         line = line.decode("utf-8", errors="replace")
     line = line.strip()
@@ -25,6 +37,11 @@ def parse_event(line: bytes | str) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict) or not isinstance(value.get("event"), str):
         return None
+    dropped = [k for k in NUMBERS if k in value and value[k] is not None and not _number(value[k])]
+    for key in dropped:
+        del value[key]
+    if dropped:
+        value["_dropped"] = dropped
     return value
 
 

@@ -21,6 +21,7 @@ from launcher.backends import AUTO, backend_class, get_backend, with_keys
 from launcher.backends.base import Backend, NoCapacity, Pod, PodRequest
 from launcher.catalog import resolve_gpu
 from launcher.config import JobSpec, Settings
+from launcher.downloads import download_outputs, fetch_logs
 from launcher.errors import Interrupted, PodLost, ProviderError, RtrainError, UsageError
 from launcher.executor.base import Executor
 from launcher.follow import Follower
@@ -29,7 +30,6 @@ from launcher.plan import Plan, validate
 from launcher.remote_trainer import EVENTS, LOG, OUTPUT, RemoteTrainer
 from launcher.state import LEAK_RISK, JobRecord, Registry
 from launcher.teardown import StopGuard, terminate_with_retries
-from launcher.transfer import download_outputs, fetch_tree
 from launcher.ui import Reporter
 from launcher.uploads import upload_job
 
@@ -73,13 +73,9 @@ def launch(values: dict[str, Any], template: str | None, *, settings: Settings, 
 
 
 def check_local_training_stack(settings: Settings) -> None:
-    from launcher.bundle import training_stack_missing
+    from launcher.bundle import require_training_stack
 
-    missing = training_stack_missing(settings.local_python)
-    if missing:
-        from launcher.paths import INSTALL_TRAIN
-
-        raise UsageError(f"the local backend needs the training stack ({', '.join(missing)} missing): {INSTALL_TRAIN}")
+    require_training_stack(settings.local_python, "the local backend")
 
 
 def create_job(plan: Plan, registry: Registry, estimate: dict[str, Any] | None = None) -> JobRecord:
@@ -418,7 +414,7 @@ class Lifecycle:
 
         def fetch() -> None:
             try:
-                fetch_tree(ex, self.jobdir, final / "logs", names=[EVENTS, LOG])
+                fetch_logs(ex, self.jobdir, final / "logs", [EVENTS, LOG])
             except Exception:  # best effort: the job has already failed for a reason worth reporting
                 pass
 

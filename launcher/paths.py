@@ -27,15 +27,39 @@ def dotenv_value(name: str, env_file: str | os.PathLike[str] = ".env") -> str | 
 
 
 def rtrain_home() -> Path:
-    """``$RTRAIN_HOME`` (or the one in ``.env``), default ``~/.rtrain``; created private (0700)."""
-    home = Path(dotenv_value("RTRAIN_HOME") or DEFAULT_HOME).expanduser()
-    ensure_private_dir(home)
+    """``$RTRAIN_HOME`` (or the one in ``.env``), default ``~/.rtrain``: created private (0700); one that
+    exists is used as it is, unless others can write to it (UsageError naming it)."""
+    return checked_home(Path(dotenv_value("RTRAIN_HOME") or DEFAULT_HOME).expanduser())
+
+
+def checked_home(home: Path) -> Path:
+    from launcher.errors import UsageError
+
+    try:
+        if not home.exists():
+            home.mkdir(parents=True, mode=0o700)
+            home.chmod(0o700)  # whatever the umask: it holds keys
+        elif not home.is_dir():
+            raise UsageError(f"RTRAIN_HOME {home}: not a folder")
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"RTRAIN_HOME {home}: a file is in the way of that folder") from None
+    except PermissionError:
+        raise UsageError(f"RTRAIN_HOME {home}: cannot be created here (permission denied)") from None
+    mode = home.stat().st_mode & 0o777
+    if mode & 0o022:  # a shared folder (/tmp, a group's): keys and job specs must not live where others write
+        raise UsageError(f"RTRAIN_HOME {home}: others can write to it (mode {mode:04o}); rtrain keeps SSH keys "
+                         "there: use a folder of your own (rtrain never changes the mode of one it did not make)")
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise UsageError(f"RTRAIN_HOME {home}: not writable by you")
     return home
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if needed and make it 0700: it may hold keys and job specs."""
-    path.mkdir(parents=True, exist_ok=True)
+    """Create ``path`` (and parents) if needed and make it 0700: a folder rtrain owns inside RTRAIN_HOME,
+    that may hold keys, job specs, checkpoints."""
+    missing = [p for p in (*reversed(path.parents), path) if not p.exists()]
+    for folder in missing:  # mkdir(parents=True) would give the parents the umask's mode
+        folder.mkdir(mode=0o700, exist_ok=True)
     if path.stat().st_mode & 0o777 != 0o700:
         path.chmod(0o700)
     return path

@@ -8,7 +8,7 @@ dataset line and the output folder, and returns a ``Plan`` the lifecycle runs. A
 from __future__ import annotations
 
 import json
-import re
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -22,7 +22,6 @@ from launcher.paths import sample_dataset
 from launcher.s3 import is_s3
 from launcher.templates import DEFAULT_TEMPLATE, load_template
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 #: a cloud job without --save-steps checkpoints this often (seconds), so a lost machine costs at most that
 DEFAULT_SAVE_EVERY_S = 600
 
@@ -122,7 +121,9 @@ def parse_duration(value: str) -> int:
     try:
         seconds = float(number) * unit
     except ValueError:
-        raise UsageError(f"--watchdog {value}: expected a duration such as 90s, 30m or 2h") from None
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > 366 * 86400:
+        raise UsageError(f"--watchdog {value}: expected a duration such as 90s, 30m or 2h")
     return int(seconds)
 
 
@@ -157,22 +158,56 @@ def check_model(model: str) -> str:
         if not path.is_dir() or not (path / "config.json").is_file():
             raise UsageError(f"--model {model}: not a model folder (no config.json in it)")
         return str(path.resolve())
-    if model.startswith((".", "/", "~")) or model.count("/") > 1 or not HUB_ID.match(model):
-        raise UsageError(f"--model {model}: no such folder, and not a hub id like org/name")
+    if model.startswith(("/", "~", "./", "../")):
+        raise UsageError(f"--model {model}: no such folder")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(model)  # the hub's own naming rules: nothing that cannot exist is rented for
+    except HFValidationError as exc:
+        reason = str(exc).split(". ")[0].rstrip(".")
+        raise UsageError(f"--model {model}: no such folder, and not a hub id ({reason})") from None
     return model
+
+
+def model_context(spec: JobSpec) -> tuple[int | None, str]:
+    """The model's context in tokens (``max_position_embeddings``) where it can be known without a
+    download, and where it was read."""
+    config = local_config(spec)
+    if config is not None:
+        value = config.get("max_position_embeddings")
+        return (int(value) if isinstance(value, int) else None), "its config.json"
+    from launcher.cost import known_model
+
+    shape = known_model(spec.model)
+    return (shape.context or None, "the table of known models") if shape is not None else (None, "")
+
+
+def local_config(spec: JobSpec) -> dict[str, Any] | None:
+    """A local model folder's config.json (the tiny model's too), parsed; None for a hub id."""
+    if spec.is_tiny_model:  # what remote/tiny_model.py builds (it may not be built yet)
+        return {"model_type": "qwen2", "max_position_embeddings": 4096}
+    path = Path(spec.model) / "config.json"
+    try:
+        config = json.loads(path.read_text()) if path.is_file() else None
+    except (ValueError, OSError):
+        raise UsageError(f"--model {spec.model}: its config.json cannot be read as JSON") from None
+    return config if isinstance(config, dict) else None
+
+
+def check_context(spec: JobSpec) -> None:
+    context, source = model_context(spec)
+    if context is not None and spec.max_seq_length > context:
+        raise UsageError(f"--max-seq-length {spec.max_seq_length}: beyond {spec.model}'s context of {context:,} "
+                         f"tokens (max_position_embeddings, from {source})")
 
 
 def model_type(spec: JobSpec) -> str | None:
     """transformers' model_type of the job's base, where it can be known without a download: a local
     folder's config.json, the tiny model, or a hub model rtrain knows by name (else None)."""
-    if spec.is_tiny_model:
-        return "qwen2"
-    config = Path(spec.model) / "config.json"
-    if config.is_file():
-        try:
-            return str(json.loads(config.read_text()).get("model_type") or "") or None
-        except (ValueError, OSError):
-            return None
+    config = local_config(spec)
+    if config is not None:
+        return str(config.get("model_type") or "") or None
     from launcher.cost import known_model
 
     shape = known_model(spec.model)
@@ -230,6 +265,7 @@ def validate(flags: dict[str, Any], template: str | None, settings: Settings, *,
         notes.append(f"no --dataset given: using the bundled sample {sample_dataset().name}")
     spec = spec_from(values, origin)
     spec.model = check_model(spec.model)
+    check_context(spec)
     if spec.backend == "local" and spec.gpu:
         notes.append(f"--gpu {','.join(spec.gpu)} is ignored by the local backend (it uses this machine)")
     providers = check_backend(spec, settings, to_launch=to_launch, keep_pod=keep_pod)

@@ -146,10 +146,19 @@ class Registry:
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._migrate()
+        try:
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            if self._db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("its pages do not check out (PRAGMA quick_check)")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            from launcher.errors import UsageError
+
+            raise UsageError(f"{path}: not a readable rtrain registry ({exc}): move it aside and rtrain starts a new "
+                             "one; `rtrain ls --pods` still finds the machines its jobs left running") from None
 
     def _migrate(self) -> None:
         """Create the schema, or bring a registry of an earlier rtrain up to it (in one transaction)."""
@@ -194,8 +203,16 @@ class Registry:
 
     def create_job(self, job_id: str, *, name: str | None, backend: str, spec: dict[str, Any],
                    workdir: str | None, output_dir: str, pod_name: str | None) -> JobRecord:
+        """A new job, which claims ``output_dir``: a job still running (or leak-risk) into the same folder
+        makes this a usage error, checked and claimed in one transaction."""
         now = time.time()
         with self._write() as db:
+            taken = db.execute("SELECT id FROM jobs WHERE output_dir = ? AND status IN ('running', ?)",
+                               (output_dir, LEAK_RISK)).fetchone()
+            if taken is not None:
+                from launcher.errors import UsageError
+
+                raise UsageError(f"--output {output_dir}: job {taken['id']} is already writing there")
             db.execute(
                 "INSERT INTO jobs (id, name, status, phase, backend, spec, pod_name, workdir, output_dir,"
                 " created_at, updated_at) VALUES (?, ?, 'running', 'validate', ?, ?, ?, ?, ?, ?, ?)",
@@ -236,7 +253,10 @@ class Registry:
             )
 
     def get(self, key: str) -> JobRecord:
-        """A job by id, unique id prefix, name or pod id; KeyError when none or ambiguous."""
+        """A job by id, unique id prefix, name or pod id; KeyError when none or ambiguous (an empty key
+        matches no job)."""
+        if not key.strip():
+            raise KeyError(f"no job {key!r}")
         rows = self._db.execute("SELECT * FROM jobs WHERE id = ? OR pod_id = ?", (key, key)).fetchall()
         if not rows:
             rows = self._db.execute(

@@ -4,26 +4,20 @@
   when a partial copy is there, verified with ``sha256sum`` on the machine before it is renamed into
   place.
 - ``read_from``: the bytes of a file after an offset (following logs across reconnects).
-- ``fetch_outputs``: a folder as one tar stream, extracted safely (no absolute paths, no ``..``, no
-  links), every file checked against ``manifest.json``, then moved into place in one rename.
+
+Downloads (outputs, logs, checkpoints) are launcher/downloads.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import shlex
-import shutil
-import tarfile
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, BinaryIO
 
-from launcher.errors import ProviderError, TrainingError
+from launcher.errors import ProviderError
 from launcher.executor.base import ConnectionLost, Executor, Progress
-from remote.outputs import sha256_file
 
 q = shlex.quote
 
@@ -131,101 +125,3 @@ def read_from(ex: Executor, path: str, offset: int, limit: int = 1 << 20) -> byt
     sink = io.BytesIO()
     ex.run_stdout(f"test -f {q(path)} && tail -c +{offset + 1} {q(path)} | head -c {limit} || true", sink)
     return sink.getvalue()
-
-
-def _safe_members(tar: tarfile.TarFile, source: str) -> list[tarfile.TarInfo]:
-    members = []
-    for m in tar.getmembers():
-        name = PurePosixPath(m.name)
-        if name.is_absolute() or ".." in name.parts:
-            raise ProviderError(f"refusing {source}: archive member {m.name!r} points outside the folder")
-        if not (m.isfile() or m.isdir()):
-            raise ProviderError(f"refusing {source}: archive member {m.name!r} is a link or a device")
-        members.append(m)
-    return members
-
-
-def fetch_tree(ex: Executor, remote_dir: str, dest: Path, *, names: list[str] | None = None,
-               progress: Progress | None = None) -> None:
-    """Copy ``remote_dir`` (or just ``names`` in it) into the local folder ``dest`` as one tar stream,
-    safely."""
-    dest.mkdir(parents=True, exist_ok=True)
-    what = " ".join(q(n) for n in names) if names else "."
-    with tempfile.TemporaryFile(dir=dest.parent) as spool:
-        result = ex.run_stdout(f"tar -C {q(remote_dir)} -cf - {what}", spool, progress=progress)  # type: ignore[arg-type]
-        if not result.ok:
-            raise ProviderError(f"cannot read {remote_dir} on the machine: {result.stderr.strip()}")
-        spool.seek(0)
-        with tarfile.open(fileobj=spool, mode="r:") as tar:
-            members = _safe_members(tar, remote_dir)
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(dest, members=members, filter="data")
-            else:  # Python < 3.10.12: the members are already checked above
-                tar.extractall(dest, members=members)
-
-
-#: Added by the launcher beside the trainer's outputs (the logs are still being written when the
-#: trainer makes its manifest), so not covered by it.
-LAUNCHER_ADDED = "logs"
-
-
-def verify_manifest(folder: Path) -> dict[str, dict[str, object]]:
-    """Check every file against ``manifest.json``: ProviderError (exit 3) naming the first that
-    differs or that the manifest does not list (``logs/`` excepted); TrainingError when there is no
-    manifest at all (the trainer never finished)."""
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise TrainingError(f"{folder}: no manifest.json (the trainer did not finish writing its outputs)")
-    files: dict[str, dict[str, object]] = json.loads(manifest_path.read_text())["files"]
-    for rel, want in files.items():
-        path = folder / rel
-        if not path.is_file():
-            raise ProviderError(f"{path}: listed in manifest.json but missing (lost in transfer)")
-        if path.stat().st_size != want["size"] or sha256_file(path) != want["sha256"]:
-            raise ProviderError(f"{path}: does not match manifest.json (damaged in transfer)")
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-    extra = {p for p in present if p.split("/")[0] != LAUNCHER_ADDED} - set(files) - {"manifest.json"}
-    if extra:
-        raise ProviderError(f"{folder}: files not in manifest.json: {', '.join(sorted(extra)[:5])}")
-    return files
-
-
-def download_outputs(ex: Executor, remote_dir: str, final: Path, logs: tuple[str, list[str]]) -> dict[str, Any]:
-    """``remote_dir`` into ``final``: one tar stream into a hidden staging folder beside it, every file
-    checked against the manifest, the logs added, then one rename. Nothing half-written is ever left
-    where the outputs are expected."""
-    staging = staging_for(final)
-    try:
-        fetch_tree(ex, remote_dir, staging)
-        files = verify_manifest(staging)
-        fetch_tree(ex, logs[0], staging / LAUNCHER_ADDED, names=logs[1])
-    except BaseException:
-        discard(staging)
-        raise
-    publish_dir(staging, final)  # if this refuses, the verified outputs stay in staging (it says where)
-    return files
-
-
-def publish_dir(staging: Path, final: Path) -> None:
-    """Move a verified ``staging`` folder to ``final`` in one rename. ``final`` may exist only empty
-    or holding the logs of an earlier failed attempt (``staging`` brings fresh ones)."""
-    if final.exists():
-        leftovers = {p.name for p in final.iterdir()}
-        if leftovers - {LAUNCHER_ADDED}:
-            raise TrainingError(f"{final}: appeared while the job ran and is not empty; outputs left in {staging}")
-        shutil.rmtree(final)
-    os.replace(staging, final)
-
-
-def staging_for(final: Path) -> Path:
-    """A hidden folder beside ``final`` (same filesystem, so the last move is one rename)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the adapter folder is an ordinary one
-    return staging
-
-
-def discard(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -35,6 +35,7 @@ class Reporter:
         self.price_per_hr = 0.0
         self.expect_gpu = False  # a cloud job: training on a CPU there is worth a warning
         self.started = time.monotonic()
+        self._warned_fields = False
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -67,6 +68,9 @@ class Reporter:
 
     def training_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
+        if event.get("_dropped") and not self._warned_fields:
+            self._warned_fields = True
+            self.warn(f"the trainer sent non-numbers for {', '.join(event['_dropped'])} (in a {kind} event): ignored")
         if kind == "start":
             self._on_start(event)
         elif kind == "step":
@@ -75,7 +79,8 @@ class Reporter:
             self._line(f"  checkpoint at step {event.get('step')}")
         elif kind == "eval":
             ppl = f", perplexity {event['perplexity']:.2f}" if event.get("perplexity") else ""
-            self._line(f"  eval at step {event.get('step')}: loss {event.get('eval_loss', 0):.4f}{ppl}")
+            loss = f"{event['eval_loss']:.4f}" if "eval_loss" in event else "?"
+            self._line(f"  eval at step {event.get('step')}: loss {loss}{ppl}")
         elif kind in ("done", "error"):
             self.stop_progress()
 
@@ -85,6 +90,7 @@ class Reporter:
             f"training on {ev.get('device')} with {ev.get('engine')}: {ev.get('used')} examples, "
             f"{ev.get('tokens', 0):,} tokens ({ev.get('target_tokens', 0):,} trained on), "
             f"{ev.get('trainable_params', 0):,} trainable parameters, {ev.get('total_steps')} steps"
+            + (f", resuming from step {ev['resumed_from_step']}" if ev.get("resumed_from_step") else "")
         )
         if self.expect_gpu and str(ev.get("device", "")).startswith("cpu"):
             self.warn("the trainer sees no GPU on the machine: it is training on the CPU (check the image)")
@@ -106,7 +112,7 @@ class Reporter:
         self._task = self._progress.add_task("train", total=ev.get("total_steps") or None, stats="")
 
     def _stats(self, ev: dict[str, Any]) -> str:
-        parts = [f"loss {ev['loss']:.4f}" if isinstance(ev.get("loss"), float) else "loss ?"]
+        parts = [f"loss {ev['loss']:.4f}" if isinstance(ev.get("loss"), int | float) else "loss ?"]
         if ev.get("tokens_per_s"):
             parts.append(f"{ev['tokens_per_s']:,.0f} tok/s")
         if self.price_per_hr:
@@ -123,9 +129,9 @@ class Reporter:
         if self.quiet or (not last and ev.get("step") != 1 and now - self._last_line < 5.0):
             return
         self._last_line = now
-        self.console.print(
+        self.console.print(escape(
             f"  step {ev.get('step')}/{ev.get('total_steps')}  {self._stats(ev)}  eta {fmt_duration(ev.get('eta_s'))}"
-        )
+        ))
 
     def _line(self, message: str) -> None:
         """A line above the live bar (or a plain line without one)."""

@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from remote.formats import DatasetError, Example, read_examples
+from remote.formats import DatasetError, Example, capped, read_examples
 
 IGNORE = -100
 
@@ -137,13 +137,16 @@ def _label(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int
     return labels
 
 
-def tokenize_example(tokenizer: Any, example: Example) -> tuple[list[int], list[int]]:
+def tokenize_example(tokenizer: Any, example: Example, max_seq_length: int = 1 << 30) -> tuple[list[int], list[int]]:
+    """Token ids and labels; every text is cut before it is tokenized where ``max_seq_length`` tokens surely
+    end (the result is truncated to that anyway), so a huge record costs no more than a long one."""
     if "text" in example:
-        ids = list(tokenizer(example["text"], add_special_tokens=True)["input_ids"])
+        ids = list(tokenizer(capped(example["text"], max_seq_length), add_special_tokens=True)["input_ids"])
         if tokenizer.eos_token_id is not None:
             ids.append(tokenizer.eos_token_id)
         return ids, list(ids)
-    text, spans = assistant_spans(tokenizer, example["messages"])
+    messages = [{**m, "content": capped(m["content"], max_seq_length)} for m in example["messages"]]
+    text, spans = assistant_spans(tokenizer, messages)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(enc["input_ids"])
     return ids, _label(ids, [tuple(o) for o in enc["offset_mapping"]], spans)
@@ -158,7 +161,7 @@ def tokenize_all(tokenizer: Any, examples: list[Sourced], max_seq_length: int,
     data = TokenizedData(items=[], examples=len(examples), formats=formats)
     for src in examples:
         try:
-            ids, labels = tokenize_example(tokenizer, src.example)
+            ids, labels = tokenize_example(tokenizer, src.example, max_seq_length)
         except TemplateError as exc:
             raise DatasetError(src.path, src.line, f"the model's chat template cannot render this conversation: "
                                f"{exc}") from None

@@ -15,12 +15,17 @@ optional ``system`` and ``history``), ``instruction``/``response``, ``prompt``/`
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 ROLES = ("system", "user", "assistant", "tool")
+#: The longest line (or text block) read: memory stays bounded whatever a file holds. A record this
+#: long is far beyond any max_seq_length; rtrain truncates what it trains on anyway.
+LINE_LIMIT = 64 << 20
 
 Example = dict[str, Any]
 
@@ -54,6 +59,9 @@ def _check_messages(messages: Any) -> Example:
         if not isinstance(content, str):
             raise RecordError(f'message {i} ({role}) has no string "content"')
         turn = {"role": role, "content": content}
+        if "tool_calls" in msg and msg["tool_calls"] is not None and (
+                not isinstance(msg["tool_calls"], list) or not all(isinstance(c, dict) for c in msg["tool_calls"])):
+            raise RecordError(f'message {i} ({role}) has "tool_calls" that is not a list of objects')
         for key in ("tool_calls", "name", "tool_call_id"):
             if key in msg:
                 turn[key] = msg[key]
@@ -142,16 +150,31 @@ _SPEAKER = re.compile(r"^(q|a|user|assistant|system)\s*:\s?(.*)$", re.IGNORECASE
 _TEXT_ROLES = {"q": "user", "user": "user", "a": "assistant", "assistant": "assistant", "system": "system"}
 
 
+def _lines(path: Path, fh: Any) -> Iterator[tuple[int, str]]:
+    """The lines of an open file, none read beyond LINE_LIMIT characters (memory stays bounded)."""
+    lineno = 0
+    while line := fh.readline(LINE_LIMIT + 1):
+        lineno += 1
+        if len(line) > LINE_LIMIT and not line.endswith("\n"):
+            raise DatasetError(path, lineno, f"the line is longer than {LINE_LIMIT >> 20} MiB (rtrain reads at most "
+                               "that much of one record)")
+        yield lineno, line
+
+
 def _read_turn_blocks(path: Path) -> Iterator[tuple[int, str, Example]]:
     block: list[tuple[int, str]] = []
+    size = 0
     with path.open("r", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+        for lineno, line in _lines(path, fh):
             if line.strip():
                 block.append((lineno, line.rstrip("\n")))
+                size += len(line)
+                if size > LINE_LIMIT:
+                    raise DatasetError(path, block[0][0], f"the block is longer than {LINE_LIMIT >> 20} MiB")
                 continue
             if block:
                 yield _turn_block(path, block)
-                block = []
+                block, size = [], 0
     if block:
         yield _turn_block(path, block)
 
@@ -203,27 +226,68 @@ def is_text_file(path: Path, name: str | None = None) -> bool:
     return False
 
 
+def _checked_file(path: Path) -> None:
+    """DatasetError unless ``path`` is a regular file this process can read, naming what it is."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DatasetError(path, 0, "no such file") from None
+    except PermissionError:
+        raise DatasetError(path, 0, "cannot be read (permission denied)") from None
+    if stat.S_ISDIR(mode):
+        raise DatasetError(path, 0, "is a folder, expected a dataset file")
+    if not stat.S_ISREG(mode):
+        kind = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+                stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(mode), "not a regular file")
+        raise DatasetError(path, 0, f"is {kind}, not a regular file")
+    if not os.access(path, os.R_OK):
+        raise DatasetError(path, 0, "cannot be read (permission denied)")
+
+
+def _parse(path: Path, lineno: int, raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(path, lineno, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise DatasetError(path, lineno, "nested too deeply to be a dataset record") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise DatasetError(path, lineno, f"not a usable JSON record ({exc})") from None
+
+
+def _unicode_checked(path: Path, lineno: int, example: Example) -> Example:
+    """A string with a lone surrogate is valid JSON and invalid text: no tokenizer takes it."""
+    try:
+        json.dumps(example, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start:exc.end].encode("unicode_escape").decode()
+        raise DatasetError(path, lineno, f"holds a lone surrogate ({bad}): not valid Unicode text") from None
+    return example
+
+
 def read_examples(path: str | Path, name: str | None = None) -> Iterator[tuple[int, str, Example]]:
     """Yield ``(line, format, example)`` for every record of a dataset file; DatasetError on the first
     bad line, on a file that mixes formats, or on a file with no records at all. ``name`` is the
-    user's name for the file when it is stored under another (it decides between JSONL and text)."""
+    user's name for the file when it is stored under another (it decides between JSONL and text).
+    Memory stays bounded: a file is streamed, and no line is read beyond LINE_LIMIT."""
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(path, 0, "no such file")
-    if is_text_file(path, name):
-        yield from _read_text_file(path)
+    _checked_file(path)
+    try:
+        text_file = is_text_file(path, name)
+    except PermissionError:
+        raise DatasetError(path, 0, "cannot be read (permission denied)") from None
+    if text_file:
+        for lineno, fmt, example in _read_text_file(path):
+            yield lineno, fmt, _unicode_checked(path, lineno, example)
         return
     first_fmt: str | None = None
     first_line = 0
     with path.open("r", encoding="utf-8", errors="strict") as fh:
         try:
-            for lineno, raw in enumerate(fh, 1):
+            for lineno, raw in _lines(path, fh):
                 if not raw.strip():
                     continue
-                try:
-                    record = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise DatasetError(path, lineno, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+                record = _parse(path, lineno, raw)
                 try:
                     fmt = detect_format(record)
                     example = to_example(record, fmt)
@@ -234,7 +298,7 @@ def read_examples(path: str | Path, name: str | None = None) -> Iterator[tuple[i
                 elif fmt != first_fmt:
                     differs = f"format {fmt!r} differs from {first_fmt!r} of line {first_line} (one format per file)"
                     raise DatasetError(path, lineno, differs)
-                yield lineno, fmt, example
+                yield lineno, fmt, _unicode_checked(path, lineno, example)
         except UnicodeDecodeError as exc:
             raise DatasetError(path, 0, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if first_fmt is None:
@@ -251,6 +315,17 @@ def _read_text_file(path: Path) -> Iterator[tuple[int, str, Example]]:
         raise DatasetError(path, 0, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if not count:
         raise DatasetError(path, 0, "no examples (the file is empty)")
+
+
+#: No token of a real vocabulary spans more characters than this: text cut at ``max_seq_length`` times
+#: this never loses what training would keep (it truncates at ``max_seq_length`` tokens), and a 50 MB
+#: record costs no more to tokenize than a long one.
+MAX_CHARS_PER_TOKEN = 32
+
+
+def capped(text: str, max_tokens: int) -> str:
+    """``text`` cut where ``max_tokens`` tokens surely end (before it is tokenized)."""
+    return text[: max_tokens * MAX_CHARS_PER_TOKEN]
 
 
 def example_text(example: Example) -> str:

@@ -72,6 +72,16 @@ def write_samples(model: Any, tokenizer: Any, eval_examples: list[Any], count: i
     return len(rows)
 
 
+def check_context(cfg: TrainConfig) -> None:
+    """max_seq_length within the model's context (its config's max_position_embeddings), before weights load."""
+    from transformers import AutoConfig
+
+    context = getattr(AutoConfig.from_pretrained(cfg.model), "max_position_embeddings", None)
+    if isinstance(context, int) and cfg.max_seq_length > context:
+        raise ConfigError(f"--max-seq-length {cfg.max_seq_length}: beyond {cfg.model_name or cfg.model}'s context of "
+                          f"{context:,} tokens (max_position_embeddings)")
+
+
 def fetch_s3_datasets(cfg: TrainConfig) -> None:
     """Replace s3:// datasets by local copies (errors keep naming the URL)."""
     if not any(p.startswith("s3://") for p in cfg.datasets + cfg.eval_datasets):
@@ -113,6 +123,7 @@ def prepare_data(cfg: TrainConfig) -> Prepared:
     chatml_fallback = ensure_chat_template(tokenizer)
     if chatml_fallback:
         print("[trainer] the tokenizer has no chat template: using ChatML", file=sys.stderr)
+    check_context(cfg)
     if cfg.exports:
         from remote.export import preflight
 

@@ -42,9 +42,31 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path
     return out
 
 
+def end_processes_under(folder: Path) -> None:
+    """End the process group of every process whose working folder is under ``folder`` (a trainer a
+    failed test left, a launcher, a fake machine): nothing a test started outlives it."""
+    import signal
+
+    mine = os.getpgrp()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(proc / "cwd")
+            group = os.getpgid(int(proc.name))
+        except OSError:
+            continue
+        if (cwd == str(folder) or cwd.startswith(f"{folder}/")) and group != mine:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except OSError:
+                pass
+
+
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private RTRAIN_HOME and working folder; nothing of the user's is touched."""
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private RTRAIN_HOME and working folder; nothing of the user's is touched, and every process
+    the test started there is ended when it ends (also when it fails)."""
     h = tmp_path / "rtrain-home"
     monkeypatch.setenv("RTRAIN_HOME", str(h))
     for var in ("RUNPOD_API_KEY", "LAMBDA_API_KEY", "HF_TOKEN", "RTRAIN_RUNS_DIR", "RTRAIN_LOCAL_PYTHON"):
@@ -52,7 +74,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    return h
+    try:
+        yield h
+    finally:
+        end_processes_under(tmp_path)
 
 
 @pytest.fixture
@@ -146,7 +171,7 @@ def rtrain_cmd(*args: str) -> list[str]:
 def cli_proc() -> Iterator:
     """Run ``rtrain ARGS`` as a real process (what a user runs), with the test's environment."""
 
-    def run(*args: str, timeout: float = 300) -> CliResult:
+    def run(*args: str, timeout: float = 900) -> CliResult:
         proc = subprocess.run(rtrain_cmd(*args), capture_output=True, text=True, timeout=timeout,
                               env=dict(os.environ, PYTHONPATH=str(ROOT)))
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
@@ -154,7 +179,7 @@ def cli_proc() -> Iterator:
     yield run
 
 
-def wait_for_training(home: Path, timeout: float = 120) -> dict:
+def wait_for_training(home: Path, timeout: float = 900) -> dict:
     """The newest job's registry row once it is training (phase follow, a step done)."""
     import sqlite3
     import time
@@ -231,7 +256,7 @@ def runpod(tmp_path: Path, home_with_tiny: Path, monkeypatch: pytest.MonkeyPatch
         fake.stop()
 
 
-def launch(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def launch(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """``rtrain launch ARGS`` as a real process."""
     return subprocess.run(rtrain_cmd("launch", *args), capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))

@@ -13,7 +13,7 @@ from conftest import SAMPLE, last_json, launch
 
 from launcher.backends import REGISTRY, backend_class
 from launcher.backends.base import FEATURES
-from launcher.transfer import verify_manifest
+from launcher.downloads import verify_manifest
 
 #: backend -> the fixture that serves it (its fake provider), and the flags that pick it
 FAKES = {"local": (None, ["--local"]),

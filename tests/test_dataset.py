@@ -86,7 +86,7 @@ def test_non_object_and_non_utf8(tmp_path: Path) -> None:
 
 
 def test_folder_instead_of_file(tmp_path: Path) -> None:
-    assert bad(tmp_path).endswith("is a folder, expected a .jsonl file")
+    assert bad(tmp_path).endswith("is a folder, expected a dataset file")
 
 
 def test_text_format_and_tool_calls_are_accepted(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 from conftest import LAMBDA_KEY, ROOT, SAMPLE, events, last_json, launch, rtrain_cmd, stop_launcher, wait_for_training
 from fake_lambda import FakeLambda
 
-from launcher.transfer import verify_manifest
+from launcher.downloads import verify_manifest
 
 JOB = ("--backend", "lambda", "--gpu", "h100", "--template", "tiny-cpu", "--dataset", str(SAMPLE), "--yes")
 

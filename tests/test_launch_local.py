@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, SAMPLE, rtrain_cmd, stop_launcher, wait_for_training
 
-from launcher.transfer import verify_manifest
+from launcher.downloads import verify_manifest
 
 pytest.importorskip("peft")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, SAMPLE, rtrain_cmd, stop_launcher
 
-from launcher.transfer import verify_manifest
+from launcher.downloads import verify_manifest
 
 STEPS = 60
 JOB = ("--gpu", "h100", "--template", "tiny-cpu", "--dataset", str(SAMPLE), "--yes", "--json", "--max-steps",

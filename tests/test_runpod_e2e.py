@@ -27,7 +27,7 @@ from conftest import (
 from fake_runpod import FakeRunPod
 from pods import can_run_pods
 
-from launcher.transfer import verify_manifest
+from launcher.downloads import verify_manifest
 
 pytestmark = pytest.mark.skipif(can_run_pods() is not None, reason=str(can_run_pods()))
 

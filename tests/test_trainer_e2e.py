@@ -103,7 +103,7 @@ def test_from_adapter_continues_an_adapter(home_with_tiny: Path, cli_proc) -> No
 
 
 def test_exports_at_the_end_of_training_are_verified_outputs(home_with_tiny: Path, cli_proc) -> None:
-    from launcher.transfer import verify_manifest
+    from launcher.downloads import verify_manifest
 
     result = cli_proc("launch", "--local", "--max-steps", "3", "--gguf", "--modelfile", "--json")
     assert result.code == 0, result.err

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from launcher.downloads import _safe_members, fetch_tree, verify_manifest
 from launcher.errors import ProviderError, TrainingError
 from launcher.executor.local import LocalExecutor
-from launcher.transfer import _safe_members, fetch_tree, read_from, upload_blob, verify_manifest
+from launcher.transfer import read_from, upload_blob
 from remote.outputs import build_manifest, publish, sha256_file, staging_dir
 
 

@@ -21,6 +21,7 @@ from launcher.backends.base import Leftover, Pod, PodRequest
 from launcher.config import Settings
 from launcher.errors import UsageError
 from launcher.executor.local import LocalExecutor
+from launcher.paths import ensure_private_dir
 from launcher.runtime import PlainPython
 
 if TYPE_CHECKING:
@@ -69,7 +70,8 @@ class LocalBackend:
 
     def create(self, request: PodRequest) -> Pod:
         pod_id = POD_PREFIX + request.job_id
-        self._folder(pod_id).mkdir(parents=True, exist_ok=True)
+        for folder in (self.root, self.root / "jobs", self._folder(pod_id)):
+            ensure_private_dir(folder)
         return self._pod(pod_id)
 
     def get(self, pod_id: str) -> Pod | None:
@@ -80,7 +82,7 @@ class LocalBackend:
         return pod  # nothing to wait for: no image to pull, no sshd to start
 
     def executor(self, pod: Pod, keys: object = None) -> LocalExecutor:
-        return LocalExecutor(self.settings.local_python)
+        return LocalExecutor(self.settings.local_python, private=True)  # all it writes is under RTRAIN_HOME
 
     def runtime(self, pod: Pod) -> PlainPython:
         return PlainPython(self.settings.local_python or sys.executable)

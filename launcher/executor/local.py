@@ -19,20 +19,24 @@ def _text(fh: IO[bytes]) -> str:
 
 
 class LocalExecutor:
-    def __init__(self, python: str | None = None) -> None:
+    def __init__(self, python: str | None = None, *, private: bool = False) -> None:
         self.python = python or sys.executable
         self._bash = shutil.which("bash") or "/bin/bash"
+        #: every command runs with umask 077: what it writes (blobs, the trainer's files) is the user's only
+        self._prefix = "umask 077\n" if private else ""
+
+    def _cmd(self, command: str) -> list[str]:
+        return [self._bash, "-c", self._prefix + command]
 
     def run(self, command: str, *, timeout: float | None = None) -> RunResult:
-        proc = subprocess.run(
-            [self._bash, "-c", command], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-        )
+        proc = subprocess.run(self._cmd(command), capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
         return RunResult(proc.returncode, proc.stdout, proc.stderr)
 
     def run_stdin(self, command: str, source: BinaryIO, *, progress: Progress | None = None) -> RunResult:
         # Output goes to files, not pipes, so a chatty command can never stall the upload.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen([self._bash, "-c", command], stdin=subprocess.PIPE, stdout=out, stderr=err)
+            proc = subprocess.Popen(self._cmd(command), stdin=subprocess.PIPE, stdout=out, stderr=err)
             assert proc.stdin is not None
             try:
                 while chunk := source.read(CHUNK):
@@ -51,8 +55,7 @@ class LocalExecutor:
 
     def run_stdout(self, command: str, sink: BinaryIO, *, progress: Progress | None = None) -> RunResult:
         with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen([self._bash, "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=err)
+            proc = subprocess.Popen(self._cmd(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
             assert proc.stdout is not None
             with proc.stdout:
                 while chunk := proc.stdout.read(CHUNK):
