@@ -69,8 +69,8 @@ def peak_rss_mb(args: list[str], env: dict[str, str]) -> tuple[int, str, int]:
 
 
 def test_a_50mb_line_is_validated_and_priced_in_bounded_memory(home_with_tiny: Path, tmp_path: Path) -> None:
-    words = " ".join(random.Random(0).choice(("alpha", "beta", "gamma", "delta")) for _ in range(10_000_000))
-    huge = write_jsonl(tmp_path / "huge.jsonl", [{"text": words[: 50 << 20]}, {"text": "a short one"}])
+    words = ("alpha beta gamma delta epsilon " * ((50 << 20) // 30 + 1))[: 50 << 20]
+    huge = write_jsonl(tmp_path / "huge.jsonl", [{"text": words}, {"text": "a short one"}])
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     code, err, rss = peak_rss_mb(["cost", "--gpu", "h100", "--template", "tiny-cpu", "--dataset", str(huge),
                                   "--json"], env)
