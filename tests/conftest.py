@@ -20,10 +20,16 @@ SAMPLE = ROOT / "examples" / "chats.jsonl"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Two pytest-xdist workers share two cores: one torch thread per trainer, not two fighting per core.
+# Several pytest-xdist workers share the cores: one torch thread per trainer, not several fighting per core.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 #: what the fake providers' machines have in their environment (a pod image would set these)
 MACHINE_ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]}
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one and a half workers a core. A good part of every end-to-end test is waiting (on a
+    fake machine booting, a Retry-After, a poll), which a third worker on two cores fills."""
+    return max(2, int((os.cpu_count() or 2) * 1.5))
 
 
 @pytest.fixture(scope="session")

@@ -239,16 +239,14 @@ def faulty_tar(tmp_path: Path, script: str) -> dict[str, str]:
     return dict(os.environ, PATH=f"{folder}:{os.environ['PATH']}", PYTHONPATH=str(ROOT))
 
 
-@pytest.mark.parametrize("script, needle", [
-    ("echo 'not a tar at all'; exit 0", "is not a whole tar archive"),
-    ("/bin/tar \"$@\" | head -c 3000; exit 0", "is not a whole tar archive"),
-])
-def test_a_malformed_output_stream_is_exit_3_in_one_line(home_with_tiny: Path, tmp_path: Path, script: str,
-                                                         needle: str) -> None:
+def test_a_malformed_output_stream_is_exit_3_in_one_line(home_with_tiny: Path, tmp_path: Path) -> None:
+    # the machine sends the first 3000 bytes of its outputs (the other malformed streams: the test below)
     done = subprocess.run(rtrain_cmd("launch", "--local", "--max-steps", "1", "--eval-fraction", "0"),
-                          capture_output=True, text=True, env=faulty_tar(tmp_path, script), timeout=900)
+                          capture_output=True, text=True, timeout=900,
+                          env=faulty_tar(tmp_path, '/bin/tar "$@" | head -c 3000; exit 0'))
     assert done.returncode == 3, done.stderr
-    assert needle in done.stderr and "internal error" not in done.stderr and "Traceback" not in done.stderr
+    assert "is not a whole tar archive" in done.stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_streams_and_manifests_that_lie_are_refused(tmp_path: Path) -> None:
@@ -285,6 +283,10 @@ def test_streams_and_manifests_that_lie_are_refused(tmp_path: Path) -> None:
     for members, needle in cases:
         with pytest.raises(ProviderError, match=needle):
             fetch_tree(Replay(tar_of(members)), "output", tmp_path / f"dest{len(needle)}")
+    not_a_tar = tmp_path / "not-a-tar"
+    not_a_tar.write_bytes(b"not a tar at all\n" * 64)
+    with pytest.raises(ProviderError, match="is not a whole tar archive"):
+        fetch_tree(Replay(not_a_tar), "output", tmp_path / "dest-not-a-tar")
     folder = tmp_path / "out"
     folder.mkdir()
     for manifest, needle in (("not json", "not a manifest rtrain can read"), ("{}", "not a manifest rtrain can read"),
