@@ -18,13 +18,16 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import tarfile
 import tempfile
+import threading
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from launcher.errors import ProviderError, TrainingError
-from launcher.executor.base import Executor, Progress
+from launcher.executor.base import ConnectionLost, Executor, Progress
+from launcher.transfer import HashBeside
 from remote.outputs import MANIFEST, sha256_file
 
 q = shlex.quote
@@ -39,38 +42,24 @@ LOG_CAP = 64 << 20
 #: may not hold it)
 LAUNCHER_ADDED = "logs"
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: what one read of a member hands to its file and its hash
+PIECE = 1 << 20
+#: a download at least this big goes through OpenSSH's ``ssh`` when the executor offers it
+BULK = 32 << 20
 
 
-class _CappedWriter:
-    """A spool that refuses more than ``cap`` bytes (a machine cannot fill the laptop's disk)."""
+class _Members:
+    """The checks every member of a stream from the machine passes before anything is written: no
+    absolute paths, no ``..``, no empty names, no links or devices, no member that collides with
+    another (a file twice, or a file that is also a folder), at most ``MAX_MEMBERS``."""
 
-    def __init__(self, fh: BinaryIO, cap: int, source: str) -> None:
-        self.fh, self.cap, self.source, self.size = fh, cap, source, 0
+    def __init__(self, source: str) -> None:
+        self.source, self.seen, self.count = source, {}, 0
 
-    def write(self, data: bytes) -> int:
-        self.size += len(data)
-        if self.size > self.cap:
-            raise ProviderError(f"refusing {self.source}: the machine sent more than {self.cap >> 30} GiB")
-        return self.fh.write(data)
-
-    def seekable(self) -> bool:
-        return self.fh.seekable()
-
-    def tell(self) -> int:
-        return self.fh.tell()
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self.size = offset
-        return self.fh.seek(offset, whence)
-
-    def truncate(self, size: int | None = None) -> int:
-        return self.fh.truncate(size)
-
-
-def _safe_members(tar: tarfile.TarFile, source: str) -> list[tarfile.TarInfo]:
-    members, seen = [], {}
-    for m in tar:
-        if len(members) >= MAX_MEMBERS:
+    def check(self, m: tarfile.TarInfo) -> None:
+        source = self.source
+        self.count += 1
+        if self.count > MAX_MEMBERS:
             raise ProviderError(f"refusing {source}: more than {MAX_MEMBERS} files")
         name = PurePosixPath(m.name)
         if not m.name.strip() or name.is_absolute() or ".." in name.parts:
@@ -79,39 +68,203 @@ def _safe_members(tar: tarfile.TarFile, source: str) -> list[tarfile.TarInfo]:
             raise ProviderError(f"refusing {source}: archive member {m.name!r} is a link or a device")
         key = name.as_posix()
         for parent in list(name.parents)[:-1]:  # a file cannot also be a folder of others
-            if seen.get(parent.as_posix()) == "file":
+            if self.seen.get(parent.as_posix()) == "file":
                 raise ProviderError(f"refusing {source}: archive member {m.name!r} is inside a file")
-        if key in seen and (seen[key] == "file" or m.isfile()):
+        if key in self.seen and (self.seen[key] == "file" or m.isfile()):
             raise ProviderError(f"refusing {source}: archive member {m.name!r} comes twice")
-        seen[key] = "file" if m.isfile() else "dir"
-        members.append(m)
-    return members
+        self.seen[key] = "file" if m.isfile() else "dir"
+
+
+def _safe_members(tar: tarfile.TarFile, source: str) -> list[tarfile.TarInfo]:
+    members = _Members(source)
+    listed = []
+    for m in tar:
+        members.check(m)
+        listed.append(m)
+    return listed
+
+
+class _Abandoned(ProviderError):
+    """The extracting side stopped reading (it refused a member): the command is ended, nothing more."""
+
+
+class _PipeSink:
+    """The writing end of the pipe the tar stream flows through, capped at ``MAX_BYTES``. A reader
+    that stopped (a member refused) ends the command: the write fails as a ProviderError, which no
+    executor mistakes for a dropped connection."""
+
+    def __init__(self, fd: int, source: str) -> None:
+        self.fh = os.fdopen(fd, "wb", buffering=0)
+        self.source, self.size = source, 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > MAX_BYTES:
+            raise ProviderError(f"refusing {self.source}: the machine sent more than {MAX_BYTES >> 30} GiB")
+        try:
+            self.fh.write(data)
+        except (BrokenPipeError, ValueError):
+            raise _Abandoned(f"{self.source}: the download was abandoned") from None
+        return len(data)
+
+    def seekable(self) -> bool:
+        return False  # a stream: a dropped connection starts the whole fetch over (fetch_tree)
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _extract(stream: BinaryIO, dest: Path, source: str) -> dict[str, str]:
+    """Members of the tar ``stream`` into ``dest`` as they arrive, each checked before it is written
+    and hashed while it is written: {relative path: sha256} (one pass, nothing read back)."""
+    members, hashes = _Members(source), {}
+    with tarfile.open(fileobj=stream, mode="r|", bufsize=PIECE) as tar:
+        for m in tar:
+            members.check(m)
+            target = dest / m.name
+            if m.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            digest = HashBeside()  # hashed on a second thread while this one writes
+            try:
+                src = tar.extractfile(m)
+                assert src is not None
+                with target.open("xb") as out:
+                    while chunk := src.read(PIECE):
+                        out.write(chunk)
+                        digest.update(chunk)
+                hashes[PurePosixPath(m.name).as_posix()] = digest.hexdigest()
+            finally:
+                digest.close()
+    return hashes
 
 
 def fetch_tree(ex: Executor, remote_dir: str, dest: Path, *, names: list[str] | None = None,
-               progress: Progress | None = None) -> None:
+               progress: Progress | None = None, attempts: int = 3) -> dict[str, str]:
     """Copy ``remote_dir`` (or just ``names`` in it) into the local folder ``dest`` as one tar stream,
-    safely."""
-    dest.mkdir(parents=True, exist_ok=True)
+    extracted safely while it arrives; returns the sha256 of every file, hashed as it was written.
+    A dropped connection starts the copy over (``dest`` emptied first); on a refusal ``dest`` may hold
+    part of the stream, so callers fetch into a staging folder they discard."""
     what = " ".join(q(n) for n in names) if names else "."
-    with tempfile.TemporaryFile(dir=dest.parent) as spool:
-        capped = _CappedWriter(spool, MAX_BYTES, remote_dir)
-        result = ex.run_stdout(f"tar -C {q(remote_dir)} -cf - {what}", capped, progress=progress)  # type: ignore[arg-type]
-        if not result.ok:
-            raise ProviderError(f"cannot read {remote_dir} on the machine: {result.stderr.strip()}")
-        spool.seek(0)
+    dest.mkdir(parents=True, exist_ok=True)
+    for attempt in range(attempts):
+        if attempt:  # what the dropped try wrote goes; the folder itself (and its mode) stays
+            for child in dest.iterdir():
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        command = f"tar -C {q(remote_dir)} -cf - {what}"
         try:
-            with tarfile.open(fileobj=spool, mode="r:") as tar:
-                members = _safe_members(tar, remote_dir)
-                if hasattr(tarfile, "data_filter"):
-                    tar.extractall(dest, members=members, filter="data")
-                else:  # Python < 3.10.12: the members are already checked above
-                    tar.extractall(dest, members=members)
+            if _worth_openssh(ex, remote_dir, names):
+                proc = ex.bulk_stdout(command)  # type: ignore[attr-defined]
+                if proc is not None:
+                    return _fetch_openssh(proc, remote_dir, dest)
+            return _fetch_once(ex, command, remote_dir, dest, progress)
+        except ConnectionLost:
+            if attempt + 1 == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _worth_openssh(ex: Executor, remote_dir: str, names: list[str] | None) -> bool:
+    """Whether the folder is big enough for OpenSSH's handshake to pay (one round trip to ask)."""
+    if not hasattr(ex, "bulk_stdout"):
+        return False
+    what = " ".join(q(f"{remote_dir}/{n}") for n in names) if names else q(remote_dir)
+    size = ex.run(f"du -scb {what} 2>/dev/null | tail -n 1 | cut -f1")
+    return size.ok and size.stdout.strip().isdigit() and int(size.stdout.strip()) >= BULK
+
+
+def _fetch_openssh(proc: subprocess.Popen[bytes], remote_dir: str, dest: Path) -> dict[str, str]:
+    """The tar stream from an OpenSSH ``ssh`` process, extracted as it arrives."""
+    assert proc.stdout is not None and proc.stderr is not None
+    failure: ProviderError | None = None
+    hashes: dict[str, str] = {}
+    try:
+        with proc.stdout as stream:
+            try:
+                hashes = _extract(_Capped(stream, remote_dir), dest, remote_dir)  # type: ignore[arg-type]
+                while stream.read(PIECE):
+                    pass
+            except (tarfile.TarError, EOFError) as exc:
+                failure = ProviderError(f"refusing {remote_dir}: what the machine sent is not a whole tar archive "
+                                        f"({type(exc).__name__}: {exc})")
+            except ProviderError as exc:
+                failure = exc
+            except OSError as exc:
+                failure = ProviderError(f"refusing {remote_dir}: it cannot be unpacked here ({exc})")
+    except BaseException:
+        proc.kill()  # interrupted: the ssh process ends with us
+        raise
+    finally:
+        if failure is not None:
+            proc.kill()
+        code = proc.wait()
+        err = proc.stderr.read().decode(errors="replace").strip()
+        proc.stderr.close()
+    if code == 255:  # ssh's own failure: the connection, not the command
+        raise ConnectionLost(f"the SSH connection dropped during a download: {err or 'ssh exited 255'}")
+    if code != 0 and failure is None:
+        raise ProviderError(f"cannot read {remote_dir} on the machine: {err}")
+    if failure is not None:
+        raise failure
+    return hashes
+
+
+class _Capped:
+    """A stream from the machine that may not exceed ``MAX_BYTES``."""
+
+    def __init__(self, stream: BinaryIO, source: str) -> None:
+        self.stream, self.source, self.size = stream, source, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.size += len(data)
+        if self.size > MAX_BYTES:
+            raise ProviderError(f"refusing {self.source}: the machine sent more than {MAX_BYTES >> 30} GiB")
+        return data
+
+
+def _fetch_once(ex: Executor, command: str, remote_dir: str, dest: Path, progress: Progress | None) -> dict[str, str]:
+    read_fd, write_fd = os.pipe()
+    sink = _PipeSink(write_fd, remote_dir)
+    outcome: dict[str, Any] = {}
+
+    def pump() -> None:
+        try:
+            outcome["result"] = ex.run_stdout(command, sink, progress=progress)  # type: ignore[arg-type]
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+        finally:
+            sink.close()
+
+    thread = threading.Thread(target=pump, name="rtrain-download", daemon=True)
+    thread.start()
+    failure: BaseException | None = None
+    hashes: dict[str, str] = {}
+    with os.fdopen(read_fd, "rb", buffering=PIECE) as stream:
+        try:
+            hashes = _extract(stream, dest, remote_dir)
+            while stream.read(PIECE):  # tar's zero blocks after the last member: let the command end
+                pass
         except (tarfile.TarError, EOFError) as exc:
-            raise ProviderError(f"refusing {remote_dir}: what the machine sent is not a whole tar archive "
-                                f"({type(exc).__name__}: {exc})") from None
+            failure = ProviderError(f"refusing {remote_dir}: what the machine sent is not a whole tar archive "
+                                    f"({type(exc).__name__}: {exc})")
+        except ProviderError as exc:
+            failure = exc
         except OSError as exc:
-            raise ProviderError(f"refusing {remote_dir}: it cannot be unpacked here ({exc})") from None
+            failure = ProviderError(f"refusing {remote_dir}: it cannot be unpacked here ({exc})")
+    thread.join()  # the read end is closed: a command still writing ends now
+    error = outcome.get("error")
+    if isinstance(error, ConnectionLost):
+        raise error
+    result = outcome.get("result")
+    if result is not None and not result.ok:
+        raise ProviderError(f"cannot read {remote_dir} on the machine: {result.stderr.strip()}")
+    if failure is not None:
+        raise failure
+    if error is not None and not isinstance(error, _Abandoned):
+        raise error
+    return hashes
 
 
 def _manifest_files(folder: Path) -> dict[str, dict[str, Any]]:
@@ -134,16 +287,19 @@ def _manifest_files(folder: Path) -> dict[str, dict[str, Any]]:
     return files
 
 
-def verify_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+def verify_manifest(folder: Path, hashed: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """Check every file against ``manifest.json``: ProviderError (exit 3) naming the first that
     differs or that the manifest does not list (the launcher's ``logs/`` excepted); TrainingError
-    when there is no manifest at all (the trainer never finished)."""
+    when there is no manifest at all (the trainer never finished). ``hashed``: the sha256 of files
+    hashed as they were written (fetch_tree), so they are not read again."""
     files = _manifest_files(folder)
+    hashed = hashed or {}
     for rel, want in files.items():
         path = folder / rel
         if not path.is_file():
             raise ProviderError(f"{path}: listed in manifest.json but missing (lost in transfer)")
-        if path.stat().st_size != want["size"] or sha256_file(path) != want["sha256"]:
+        sha = hashed.get(rel) or sha256_file(path)
+        if path.stat().st_size != want["size"] or sha != want["sha256"]:
             raise ProviderError(f"{path}: does not match manifest.json (damaged in transfer)")
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     extra = {p for p in present if p.split("/")[0] != LAUNCHER_ADDED} - set(files) - {MANIFEST}
@@ -176,11 +332,11 @@ def download_outputs(ex: Executor, remote_dir: str, final: Path, logs: tuple[str
     where the outputs are expected."""
     staging = staging_for(final)
     try:
-        fetch_tree(ex, remote_dir, staging)
+        hashed = fetch_tree(ex, remote_dir, staging)
         if (staging / LAUNCHER_ADDED).exists():
             raise ProviderError(f"refusing {remote_dir}: it holds a {LAUNCHER_ADDED}/ folder, which only the "
                                 "launcher writes")
-        files = verify_manifest(staging)
+        files = verify_manifest(staging, hashed)
         fetch_logs(ex, logs[0], staging / LAUNCHER_ADDED, logs[1])
         user_modes(staging)
     except BaseException:

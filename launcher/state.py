@@ -248,8 +248,8 @@ class Registry:
         with self._write() as db:
             db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*values.values(), job_id))
             db.execute(
-                "INSERT INTO events (job_id, ts, kind, message) VALUES (?, ?, 'phase', ?)",
-                (job_id, now, message or phase),
+                "INSERT INTO events (job_id, ts, kind, message, data) VALUES (?, ?, 'phase', ?, ?)",
+                (job_id, now, message or phase, json.dumps({"phase": phase})),
             )
 
     def get(self, key: str) -> JobRecord:
@@ -280,6 +280,12 @@ class Registry:
         row = self._db.execute("SELECT sha256 FROM blob_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
                                (str(path.resolve()), st.st_size, st.st_mtime_ns)).fetchone()
         return str(row[0]) if row else None
+
+    def hashed_before(self, path: Path) -> bool:
+        """Whether this path, at its present size, was hashed before (touched since, perhaps not changed)."""
+        row = self._db.execute("SELECT 1 FROM blob_hashes WHERE path = ? AND size = ?",
+                               (str(path.resolve()), path.stat().st_size)).fetchone()
+        return row is not None
 
     def remember_sha256(self, path: Path, sha256: str) -> None:
         st = path.stat()

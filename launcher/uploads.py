@@ -4,6 +4,7 @@ from the JobSpec), and the secrets the trainer needs in a 0600 file (never on a 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shlex
@@ -17,13 +18,13 @@ from launcher.executor.base import Executor
 from launcher.remote_trainer import JOB_JSON, OUTPUT, SECRETS
 from launcher.s3 import aws_env, is_s3
 from launcher.state import Registry
-from launcher.transfer import Upload, part_name, probe_blobs, upload_blob
+from launcher.transfer import Upload, send_blobs
 from launcher.ui import Reporter
 from remote.outputs import sha256_file
 
 q = shlex.quote
-#: Files up to this size are hashed before the upload even without a cached hash (big ones are
-#: hashed while they stream: one pass).
+#: Files up to this size are hashed before the upload even without a cached hash (new big ones are
+#: hashed while they stream).
 SMALL = 8 << 20
 #: JobSpec keys that stay on the launcher's side (everything else is the trainer's TrainConfig)
 LAUNCHER_ONLY = {"backend", "gpu", "gpu_count", "template", "name", "output_dir", "watchdog_s", "reuse_pod", "s3",
@@ -96,26 +97,25 @@ def local_model_folder(spec: JobSpec, settings: Settings) -> Path | None:
 
 def upload_files(ex: Executor, registry: Registry, ui: Reporter, job_id: str, files: list[tuple[Path, str]],
                  blobs: str, quiet: bool = False) -> list[Upload]:
-    """Files as content-addressed blobs, in as few round trips as the content allows: one probe for
-    all of them (which the machine has, how much of the rest it has), then one stream and one
-    verify-and-rename each for what is missing. Hashes are cached, so an unchanged file is never
-    hashed or sent twice."""
+    """Files as content-addressed blobs in two round trips whatever their number (launcher/transfer.py):
+    one probe (which the machine has, how much of the rest), one stream of what is missing.
+
+    A file's sha256 comes from the hash cache (same path, size and mtime), else it is hashed here
+    before the probe when that can spare the upload: a small file (costs nothing), or a file hashed
+    before at this size (touched, perhaps not changed: 512 MiB hash in well under a second, where
+    sending it again takes minutes on a real link). A new large file is hashed while it streams."""
     known: list[str | None] = []
     for local, _ in files:
         sha = registry.cached_sha256(local)
-        if sha is None and local.stat().st_size <= SMALL:
-            sha = sha256_file(local)  # costs nothing at this size, and lets a blob already there be skipped
+        if sha is None and (local.stat().st_size <= SMALL or registry.hashed_before(local)):
+            sha = sha256_file(local)
         known.append(sha)
-    found = probe_blobs(ex, blobs, [(sha, part_name(local, blobs, sha)) for (local, _), sha in zip(files, known,
-                                                                                                   strict=True)])
-    uploads = []
-    for (local, what), sha, offset in zip(files, known, found, strict=True):
-        size = local.stat().st_size
-        if offset is None:
-            up = Upload(f"{blobs}/{sha}", str(sha), 0)
-        else:
-            with ui.transfer(f"upload {what}", size) as progress:
-                up = upload_blob(ex, local, blobs, known_sha256=sha, progress=progress, resume_from=offset)
+    sizes = [local.stat().st_size for local, _ in files]
+    label = files[0][1] if len(files) == 1 else f"{len(files)} files"
+    with contextlib.ExitStack() as bars:
+        uploads = send_blobs(ex, blobs, [(local, sha) for (local, _), sha in zip(files, known, strict=True)],
+                             announce=lambda total: bars.enter_context(ui.transfer(f"upload {label}", total)))
+    for (local, what), size, up in zip(files, sizes, uploads, strict=True):
         registry.remember_sha256(local, up.sha256)
         if up.sent:
             state = f"uploaded {up.sent / 1e6:.2f} MB, sha256 verified on the machine"
@@ -127,7 +127,6 @@ def upload_files(ex: Executor, registry: Registry, ui: Reporter, job_id: str, fi
             ui.info(f"  {what}: {state} ({up.sha256[:12]})")
         registry.add_event(job_id, "upload", f"{what}: {state}",
                            {"sha256": up.sha256, "bytes": up.sent, "size": size, "retried": up.retried})
-        uploads.append(up)
     return uploads
 
 

@@ -120,9 +120,14 @@ def test_keep_pod_then_a_second_job_on_it_uploads_nothing_again(runpod: FakeRunP
 
 def test_a_corrupted_upload_is_detected_and_sent_again(runpod: FakeRunPod, home_with_tiny: Path, tmp_path,
                                                        cli_proc) -> None:
-    # the pod's first `cat` into a file flips bytes, as a bad disk or a broken link would
-    runpod.pod_env = fault_bin(tmp_path, "cat", '#!/bin/sh\nif [ "$#" -eq 0 ] && mkdir /workspace/.once 2>/dev/null;'
-                               ' then /bin/cat | tr a-m n-z; else exec /bin/cat "$@"; fi\n')
+    # the first upload stream reaches the pod's receiver (remote/receive.py, run as `python3 -I -S`) with its
+    # bytes after the first line flipped, as a broken link or a bad NIC would
+    import sys
+
+    runpod.pod_env = fault_bin(tmp_path, "python3",
+                               '#!/bin/bash\nif [ "$1" = -I ] && mkdir /workspace/.once 2>/dev/null;'
+                               ' then { IFS= read -r header; printf "%s\\n" "$header"; tr a-m n-z; } | '
+                               f'exec {sys.executable} "$@"; else exec {sys.executable} "$@"; fi\n')
     proc = launch(*JOB, "--detach", "--json")
     assert proc.returncode == 0, proc.stderr
     job = last_json(proc)

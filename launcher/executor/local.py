@@ -57,12 +57,17 @@ class LocalExecutor:
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(self._cmd(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
             assert proc.stdout is not None
-            with proc.stdout:
-                while chunk := proc.stdout.read(CHUNK):
-                    sink.write(chunk)
-                    if progress:
-                        progress(len(chunk))
-            proc.wait()
+            try:
+                with proc.stdout:
+                    while chunk := proc.stdout.read(CHUNK):
+                        sink.write(chunk)
+                        if progress:
+                            progress(len(chunk))
+            except BaseException:
+                proc.kill()  # the sink refused more: the command ends with it
+                raise
+            finally:
+                proc.wait()
             return RunResult(proc.returncode, "", _text(err))
 
     def close(self) -> None:
