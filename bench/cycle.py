@@ -60,8 +60,16 @@ def main() -> None:
                    RUNPOD_API_KEY="bench-key")
         subprocess.run([sys.executable, "-m", "launcher.cli", "init-tiny-model", str(home / "models" / "rtrain-tiny")],
                        env=env, check=True, capture_output=True)
-        job = {"job_id": "direct", "model": str(home / "models" / "rtrain-tiny"), "datasets": [str(SAMPLE)],
-               "max_steps": args.steps, "lr": 0.005, "batch_size": 8, "max_seq_length": 256}
+        # the baseline runs exactly the job the launches run: job.json made from the same spec
+        from launcher.config import Settings
+        from launcher.plan import validate
+        from launcher.uploads import trainer_config
+
+        os.environ.update(env)
+        plan = validate({"max_steps": args.steps, "datasets": [str(SAMPLE)], "backend": "local"}, "tiny-cpu",
+                        Settings(), to_launch=False)
+        job = trainer_config(plan.spec, "direct", [str(SAMPLE)], [])
+        job["model"] = str(home / "models" / "rtrain-tiny")
         direct_dir = base / "direct"
         direct_dir.mkdir()
         (direct_dir / "job.json").write_text(json.dumps(job))

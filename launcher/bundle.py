@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import remote
@@ -47,8 +48,9 @@ def tiny_model_dir(home: Path) -> Path:
     return home / "models" / "rtrain-tiny"
 
 
-def ensure_tiny_model(home: Path, python: str | None = None) -> Path:
-    """The generated tiny model, built on first use (``python -m remote.tiny_model``)."""
+def ensure_tiny_model(home: Path, python: str | None = None, say: Callable[[str], None] | None = None) -> Path:
+    """The generated tiny model, built on first use (``python -m remote.tiny_model``); its progress
+    lines go to ``say`` as they come (the first run waits on it for a minute or so)."""
     out = tiny_model_dir(home)
     if (out / "config.json").is_file():
         return out
@@ -56,10 +58,24 @@ def ensure_tiny_model(home: Path, python: str | None = None) -> Path:
     env = dict(os.environ, PYTHONPATH=trainer_env_pythonpath())
     cmd = [python or sys.executable, "-m", "remote.tiny_model", str(out), "--data", str(sample_dataset())]
     require_training_stack(python or sys.executable, "the tiny model")
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UsageError(f"cannot build the tiny model with {cmd[0]}: {last}")
+    if say is not None:
+        say(f"building rtrain's tiny model in {out} (first run only, about a minute on a CPU)")
+    lines: list[str] = []
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith("progress: ") and say is not None:
+                say("  tiny model: " + line[len("progress: "):].rstrip())
+            elif line.strip():
+                lines.append(line.rstrip())
+        code = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    if code != 0:
+        raise UsageError(f"cannot build the tiny model with {cmd[0]}: {(lines or ['no output'])[-1]}")
     return out
 
 

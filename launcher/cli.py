@@ -63,6 +63,8 @@ LAZY = {
     "export": ("launcher.cli_export:export_cmd", "Make serving files from a job's adapter: GGUF, Modelfile, merged."),
     "merge-adapters": ("launcher.cli_export:merge_adapters_cmd",
                        "Combine adapters into one whose update is exactly the weighted sum."),
+    "doctor": ("launcher.cli_doctor:doctor", "Check this machine: Python, the training stack, provider keys, "
+                                             "RTRAIN_HOME, disk."),
 }
 
 
@@ -128,7 +130,8 @@ def launch(local: bool, backend: str | None, template: str | None, output: str |
 def _public(rec: JobRecord) -> dict[str, Any]:
     keys = ("job_id", "status", "backend", "output_dir", "adapter_dir", "steps", "final_loss", "cost_usd", "pod_id")
     data = rec.public()
-    return {k: data[k] for k in keys}
+    summary = [e for e in open_registry().events(rec.id) if e["kind"] == "summary" and e["data"]]
+    return {**{k: data[k] for k in keys}, "summary": summary[-1]["data"]["lines"] if summary else []}
 
 
 def _report(rec: JobRecord, as_json: bool) -> None:

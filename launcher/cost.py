@@ -142,7 +142,11 @@ class TokenCount:
 
 def count_tokens(datasets: list[str], tokenizer_dir: Path | None, max_seq_length: int,
                  max_samples: int | None) -> TokenCount:
-    encode = _tokenizer(tokenizer_dir)
+    """Examples and tokens per epoch: counted as the trainer counts when the model's tokenizer is here
+    (launcher/tokens.py), else estimated; ``method`` says which."""
+    from launcher.tokens import COUNTED, ESTIMATED, counter_for
+
+    count = counter_for(tokenizer_dir)
     lengths = []
     for path in datasets:
         if path.startswith("s3://"):  # not fetched to the laptop: ~1.6 bytes of JSON per character of text
@@ -150,31 +154,30 @@ def count_tokens(datasets: list[str], tokenizer_dir: Path | None, max_seq_length
 
             lengths.append(int(check_object(path) / 1.6 / 4))
             continue
-        for _line, _fmt, example in read_examples(path):
+        for line, _fmt, example in read_examples(path):
+            if count is not None:
+                lengths.append(_counted(count, example, max_seq_length, path, line))
+                continue
             if "messages" in example:
                 text = "\n".join(m["content"] for m in example["messages"])
                 extra = TOKENS_PER_MESSAGE * len(example["messages"])
             else:
                 text, extra = example["text"], 1
             text = capped(text, max_seq_length)  # a 50 MB record is cut before it is tokenized
-            n = (encode(text) if encode else int(len(text) / 4)) + extra
-            lengths.append(min(n, max_seq_length))
+            lengths.append(min(int(len(text) / 4) + extra, max_seq_length))
     total = sum(lengths)
     if max_samples is not None and len(lengths) > max_samples:
         total = int(total * max_samples / len(lengths))
-    method = "counted with the model's tokenizer" if encode else "estimated at 4 characters a token"
-    return TokenCount(min(len(lengths), max_samples or len(lengths)), total, method)
+    return TokenCount(min(len(lengths), max_samples or len(lengths)), total, COUNTED if count else ESTIMATED)
 
 
-def _tokenizer(folder: Path | None) -> Any:
-    if folder is None or not (folder / "tokenizer.json").is_file():
-        return None
+def _counted(count: Any, example: Any, max_seq_length: int, path: str, line: int) -> int:
+    import jinja2
+
     try:
-        from tokenizers import Tokenizer  # light (no torch); part of the train extra
-    except ImportError:
-        return None
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+        return int(count(example, max_seq_length))
+    except jinja2.TemplateError as exc:
+        raise UsageError(f"{path}:{line}: the model's chat template cannot render this conversation: {exc}") from None
 
 
 def lora_params(shape: ModelShape, rank: int, targets: list[str] | str) -> float:

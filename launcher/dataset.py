@@ -24,6 +24,8 @@ class DatasetSummary:
     approx_tokens: int
     size_bytes: int
     source: str = ""
+    #: tokens counted as the trainer counts (launcher/tokens.py), when the tokenizer is at hand
+    counted: int | None = None
 
     def describe(self) -> str:
         if self.format.startswith("s3"):
@@ -31,10 +33,11 @@ class DatasetSummary:
         extra = ""
         if self.conversations_with_system or self.multi_turn:
             extra = f", {self.conversations_with_system} with a system prompt, {self.multi_turn} multi-turn"
-        return (
-            f"{self.path.name}: {self.examples} examples ({self.format}{extra}), "
-            f"~{self.approx_tokens:,} tokens"
-        )
+        if self.counted is not None:
+            tokens = f"{self.counted:,} tokens (counted with the model's tokenizer and chat template)"
+        else:
+            tokens = f"~{self.approx_tokens:,} tokens (estimated at 4 characters a token)"
+        return f"{self.path.name}: {self.examples} examples ({self.format}{extra}), {tokens}"
 
 
 @dataclass

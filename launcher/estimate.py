@@ -10,7 +10,7 @@ from typing import Any
 
 from launcher.catalog import catalog, resolve_gpu
 from launcher.config import JobSpec, Settings
-from launcher.cost import Estimate, GpuEstimate, Offer, count_tokens, estimate, model_shape, peak_vram_gb
+from launcher.cost import Estimate, GpuEstimate, Offer, TokenCount, count_tokens, estimate, model_shape, peak_vram_gb
 from launcher.errors import UsageError
 from launcher.plan import Plan
 from launcher.ui import Reporter, fmt_duration
@@ -43,7 +43,13 @@ def build_estimate(plan: Plan, settings: Settings, providers: list[str], aliases
     spec = plan.spec
     local_dir = local_model_folder(spec, settings)
     shape, source = model_shape(spec.model, local_dir)
-    count = count_tokens(spec.datasets, local_dir, spec.max_seq_length, spec.max_samples)
+    files = plan.datasets.files
+    if files and all(f.counted is not None for f in files) and spec.max_samples is None:
+        from launcher.tokens import COUNTED  # launch counted them already, as the trainer will
+
+        count = TokenCount(sum(f.examples for f in files), sum(f.counted or 0 for f in files), COUNTED)
+    else:
+        count = count_tokens(spec.datasets, local_dir, spec.max_seq_length, spec.max_samples)
     offers, sources, warnings = price_offers(providers, aliases, settings, for_launch=for_launch, spot=spec.spot)
     est = estimate(spec, shape, source, count, offers, dataset_bytes=sum(f.size_bytes for f in plan.datasets.files),
                    price_sources=sources)

@@ -12,6 +12,7 @@ step its recorded phase says (``RESUME_AT``).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -59,17 +60,69 @@ def launch(values: dict[str, Any], template: str | None, *, settings: Settings, 
         check_local_training_stack(settings)
     for note in plan.notes:
         ui.info(note)
+    count_dataset_tokens(plan, settings, ui)
     for summary in plan.datasets.files:
         ui.info(summary.describe())
+    lines = plan_lines(plan)
+    for line in lines:
+        ui.info(line)
     choice = None
     if plan.spec.backend != "local" and not plan.spec.reuse_pod:
         from launcher.estimate import confirm_launch
 
         choice = confirm_launch(plan, settings, ui, plan.providers, force=force, yes=yes)
+        lines.append(str(choice.record.get("summary")))
     create_job(plan, registry, choice.record if choice else None)
+    registry.add_event(plan.job_id, "summary", "; ".join(lines), {"lines": lines})
     lifecycle = Lifecycle(plan.job_id, settings, registry, ui, keep_pod=keep_pod, detach=detach,
                           offers=choice.offers if choice else None)
     return lifecycle.run()
+
+
+def plan_lines(plan: Plan) -> list[str]:
+    """What the launch is about to do, in a few lines (printed before anything is rented, and kept as
+    the job's ``summary`` event, which ``launch --json`` returns)."""
+    spec = plan.spec
+    model = "rtrain's tiny model" if spec.is_tiny_model else spec.model
+    where = "this machine" if spec.backend == "local" else (
+        f"{spec.backend} {','.join(spec.gpu)}" if spec.gpu else spec.backend)
+    if spec.reuse_pod:
+        where += f" (machine {spec.reuse_pod}, kept by an earlier job)"
+    adapter = f"LoRA rank {spec.lora_rank}" + (" on 4-bit weights (QLoRA)" if spec.load_in_4bit else "")
+    files = plan.datasets.files
+    examples = sum(f.examples for f in files)
+    counted = all(f.counted is not None for f in files)
+    tokens = sum(f.counted if f.counted is not None else f.approx_tokens for f in files)
+    held = 0 if spec.eval_datasets or not spec.eval_fraction or examples < 20 else \
+        min(200, max(1, round(examples * spec.eval_fraction)))
+    if spec.max_steps:
+        steps = f"{spec.max_steps} steps (--max-steps)"
+    else:
+        per_step = spec.batch_size * spec.grad_accum
+        if spec.packing is False:
+            rows = examples - held
+        else:  # packed rows: about as many as the tokens fill
+            rows = max(1, math.ceil(tokens * (examples - held) / max(examples, 1) / spec.max_seq_length))
+        steps = f"about {max(1, math.ceil(rows / per_step * spec.epochs)):,} steps ({spec.epochs:g} epochs)"
+    return [f"plan: fine-tune {model} with {adapter} on {where}",
+            f"plan: {examples:,} examples ({held} held out for eval), {'' if counted else '~'}{tokens:,} tokens, "
+            f"{steps}"]
+
+
+def count_dataset_tokens(plan: Plan, settings: Settings, ui: Reporter) -> None:
+    """Each dataset's tokens as the trainer will count them, when the model's tokenizer is on this
+    machine (a local folder, or rtrain's tiny model: built now, with its progress shown, on first use)."""
+    from launcher.cost import count_tokens
+    from launcher.uploads import local_model_folder
+
+    folder = local_model_folder(plan.spec, settings, say=ui.info)
+    if folder is None:
+        return
+    for summary in plan.datasets.files:
+        if not summary.format.startswith("s3"):
+            count = count_tokens([str(summary.path)], folder, plan.spec.max_seq_length, None)
+            if count.method.startswith("counted"):
+                summary.counted = count.tokens
 
 
 def check_local_training_stack(settings: Settings) -> None:

@@ -88,7 +88,9 @@ class Reporter:
         self.started = time.monotonic()
         self.phase(
             f"training on {ev.get('device')} with {ev.get('engine')}: {ev.get('used')} examples, "
-            f"{ev.get('tokens', 0):,} tokens ({ev.get('target_tokens', 0):,} trained on), "
+            f"{ev.get('tokens', 0):,} tokens ({ev.get('target_tokens', 0):,} trained on)"
+            + (f", {ev['eval_examples']} examples and {ev.get('eval_tokens', 0):,} tokens held out for eval"
+               if ev.get("eval_examples") else "") + ", "
             f"{ev.get('trainable_params', 0):,} trainable parameters, {ev.get('total_steps')} steps"
             + (f", resuming from step {ev['resumed_from_step']}" if ev.get("resumed_from_step") else "")
         )

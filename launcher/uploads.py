@@ -9,6 +9,7 @@ import io
 import json
 import shlex
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +87,12 @@ def trainer_config(spec: JobSpec, job_id: str, datasets: list[str], eval_dataset
     return job
 
 
-def local_model_folder(spec: JobSpec, settings: Settings) -> Path | None:
+def local_model_folder(spec: JobSpec, settings: Settings, say: Callable[[str], None] | None = None) -> Path | None:
     """The model as a folder on this machine (rtrain's tiny model, built on first use), if it is one."""
     if spec.is_tiny_model:
         from launcher.bundle import ensure_tiny_model
 
-        return ensure_tiny_model(settings.rtrain_home(), settings.local_python)
+        return ensure_tiny_model(settings.rtrain_home(), settings.local_python, say=say)
     return Path(spec.model) if Path(spec.model).is_dir() else None
 
 

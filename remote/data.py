@@ -18,16 +18,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from remote.formats import DatasetError, Example, capped, read_examples
+from remote.formats import CHATML_TEMPLATE, DatasetError, Example, capped, read_examples
 
 IGNORE = -100
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 @dataclass

@@ -29,6 +29,15 @@ LINE_LIMIT = 64 << 20
 
 Example = dict[str, Any]
 
+#: the chat template a tokenizer without one is given (the trainer says so); the launcher counts
+#: tokens with it too
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
 
 class RecordError(ValueError):
     """What is wrong with one record (the caller adds file and line)."""

@@ -18,10 +18,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from remote.data import CHATML_TEMPLATE
-from remote.formats import example_text, read_examples
+from remote.formats import CHATML_TEMPLATE, example_text, read_examples
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+#: transformers' Qwen2Tokenizer PRETOKENIZE_REGEX
+QWEN2_PRETOKENIZE = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+                     r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
 
 
 def corpus(paths: list[Path]) -> Iterator[str]:
@@ -35,13 +37,18 @@ def corpus(paths: list[Path]) -> Iterator[str]:
 
 
 def build_tokenizer(paths: list[Path], vocab_size: int) -> object:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    # Qwen2's own pipeline (transformers' Qwen2Tokenizer rebuilds it on load, whatever tokenizer.json
+    # says): so the file and what the trainer tokenizes with agree, and the launcher's count with it
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
@@ -53,6 +60,11 @@ def build_tokenizer(paths: list[Path], vocab_size: int) -> object:
     )
 
 
+def say(message: str) -> None:
+    """A progress line for whoever waits (the launcher shows ``progress:`` lines as they come)."""
+    print(f"progress: {message}", file=sys.stderr, flush=True)
+
+
 def pretrain(model: object, tokenizer: object, data: list[Path], steps: int, seed: int) -> None:
     """A few full-parameter steps of next-token prediction on the rendered text."""
     import torch
@@ -62,7 +74,9 @@ def pretrain(model: object, tokenizer: object, data: list[Path], steps: int, see
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)  # type: ignore[attr-defined]
     gen = torch.Generator().manual_seed(seed)
     pad = tokenizer.pad_token_id  # type: ignore[attr-defined]
-    for _ in range(steps):
+    for step in range(steps):
+        if step % 10 == 0:
+            say(f"pre-training it so a fine-tune has something to improve: step {step}/{steps}")
         batch = [ids[i] for i in torch.randint(len(ids), (16,), generator=gen).tolist()]
         width = max(len(b) for b in batch)
         x = torch.full((len(batch), width), pad)
@@ -78,10 +92,12 @@ def pretrain(model: object, tokenizer: object, data: list[Path], steps: int, see
 
 def build_tiny_model(out: Path, data: list[Path], vocab_size: int = 1024, seed: int = 0,
                      pretrain_steps: int = 40) -> Path:
+    say("loading torch and transformers")
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
+    say(f"training a {vocab_size}-token BPE tokenizer on {', '.join(p.name for p in data)}")
     tokenizer = build_tokenizer(data, vocab_size)
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=176, num_hidden_layers=2,
@@ -90,6 +106,7 @@ def build_tiny_model(out: Path, data: list[Path], vocab_size: int = 1024, seed: 
     )
     model = Qwen2ForCausalLM(config)
     pretrain(model, tokenizer, data, pretrain_steps, seed)
+    say(f"pre-training done: saving it to {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

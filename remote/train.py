@@ -162,12 +162,16 @@ def run(cfg: TrainConfig, events: EventWriter) -> dict[str, Any]:
     start_fields = dict(engine=loaded.engine, device=loaded.device, trainable_params=trainable, total_params=total,
                         packing=batches.packing, batch_layout=batches.layout, rows=len(batches.train),
                         eval_examples=len(eval_data.items) if eval_data else 0,
+                        eval_tokens=eval_data.tokens if eval_data else 0,
                         chatml_fallback=prepared.chatml_fallback, **data.summary())
     counts = TokenCounts()
     trainer = counting_trainer(
         counts, model=loaded.model, args=training_arguments(cfg, loaded.device, loaded.bf16, batches.eval is not None),
         train_dataset=batches.train, eval_dataset=batches.eval, data_collator=batches.collator,
         callbacks=[progress_callback(events, counts, start_fields, cfg.save_every_s)])
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # its raw {'loss': ...} dicts: the progress callback says it readably
     if loaded.engine == "unsloth" and loaded.padding_free_problem is None:
         enable_unsloth_padding_free(loaded.model, trainer)
     resume = newest_checkpoint()
@@ -222,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # terminating a pod or a local job: end with an event
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import warnings
+
+    warnings.simplefilter("once")  # a library's warning goes to the log once, not once a step
     try:
         cfg = load_config(args.config)
         os.chdir(Path(args.config).resolve().parent)
@@ -237,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         events.emit("error", kind="training", message=f"{type(exc).__name__}: {exc}")
         return 1
     events.emit("done", **summary)
+    loss = summary.get("final_loss")
+    print(f"[trainer] done: {summary.get('steps')} steps"
+          + (f", final loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
+          + f", {summary.get('files')} files written", file=sys.stderr, flush=True)
     return 0
 
 

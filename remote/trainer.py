@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,18 +148,23 @@ def progress_callback(events: EventWriter, counts: TokenCounts, start_fields: di
             elapsed = time.monotonic() - self.t0
             done, step, total = state.global_step - self.first_step, state.global_step, state.max_steps
             trained = counts.real - self.first_tokens
-            events.emit(
-                "step", step=step, total_steps=total, epoch=round(state.epoch or 0.0, 4), loss=float(logs["loss"]),
+            fields = dict(
+                step=step, total_steps=total, epoch=round(state.epoch or 0.0, 4), loss=float(logs["loss"]),
                 lr=float(logs.get("learning_rate", 0.0)),
                 grad_norm=float(logs["grad_norm"]) if logs.get("grad_norm") is not None else None,
                 tokens_per_s=round(trained / elapsed, 1) if elapsed > 0 else None,
                 eta_s=round(elapsed / max(done, 1) * (total - step), 1),
             )
+            events.emit("step", **fields)
+            say(step_line(fields))
 
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any) -> None:
             loss = (metrics or {}).get("eval_loss")
             if loss is not None:
                 events.emit("eval", step=state.global_step, eval_loss=float(loss), perplexity=perplexity(loss))
+                ppl = perplexity(loss)
+                say(f"eval at step {state.global_step}: loss {float(loss):.4f}"
+                    + (f", perplexity {ppl:.2f}" if ppl is not None else ""))
 
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             from remote.outputs import MANIFEST, build_manifest, write_json
@@ -169,8 +175,27 @@ def progress_callback(events: EventWriter, counts: TokenCounts, start_fields: di
             write_json(folder / MANIFEST, manifest)
             events.emit("checkpoint", step=state.global_step, path=str(folder), files=len(manifest["files"]),
                         bytes=sum(f["size"] for f in manifest["files"].values()))
+            say(f"checkpoint at step {state.global_step}: {folder}")
 
     return EmitProgress()
+
+
+def say(line: str) -> None:
+    """A line for people: the trainer's log (stderr; the events are the machine-readable record)."""
+    print(f"[trainer] {line}", file=sys.stderr, flush=True)
+
+
+def step_line(f: dict[str, Any]) -> str:
+    """``step 10/60  loss 4.5061  lr 4.50e-04  grad 1.23  1,234 tok/s  eta 0:12``"""
+    parts = [f"step {f['step']}/{f['total_steps']}", f"loss {f['loss']:.4f}", f"lr {f['lr']:.2e}"]
+    if f.get("grad_norm") is not None:
+        parts.append(f"grad {f['grad_norm']:.2f}")
+    if f.get("tokens_per_s") is not None:
+        parts.append(f"{f['tokens_per_s']:,.0f} tok/s")
+    eta = int(f.get("eta_s") or 0)
+    parts.append(f"eta {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}" if eta >= 3600 else
+                 f"eta {eta // 60}:{eta % 60:02d}")
+    return "  ".join(parts)
 
 
 def newest_checkpoint() -> str | None:

@@ -143,7 +143,7 @@ def test_cheapest_fit_follows_the_prices(cli, home: Path, fake_runpod) -> None:
 def test_tiny_model_is_counted_with_its_own_tokenizer(cli, home_with_tiny: Path) -> None:
     data = cost_json(cli, "--template", "tiny-cpu", "--gpu", "h100")
     assert data["model"]["source"] == "its config.json" and data["model"]["parameters"] < 1e6
-    assert data["tokens"]["method"] == "counted with the model's tokenizer"
+    assert data["tokens"]["method"] == "counted with the model's tokenizer and chat template"
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -40,8 +41,21 @@ def test_launch_local_trains_a_usable_adapter(home_with_tiny: Path, cli_proc, ti
     assert result.code == 0, result.err
     job = result.json_line()
     assert set(job) == {"job_id", "status", "backend", "output_dir", "adapter_dir", "steps", "final_loss",
-                        "cost_usd", "pod_id"}
+                        "cost_usd", "pod_id", "summary"}
     assert job["status"] == "succeeded" and job["backend"] == "local" and job["steps"] == 30
+    # what it was about to do, said before it did it, and returned in --json
+    assert job["summary"] == [line[len("  "):] if line.startswith("  ") else line
+                              for line in result.err.splitlines() if line.startswith("plan: ")]
+    assert "on this machine" in job["summary"][0] and "30 steps" in job["summary"][1]
+    # one dataset, one token count: the launch counted as the trainer did (the tokenizer is at hand)
+    counted = re.search(r"chats.jsonl: 320 examples .*, ([\d,]+) tokens \(counted with the model's tokenizer",
+                        result.err)
+    assert counted, result.err
+    start = next(json.loads(line) for line in (Path(job["output_dir"]) / "logs" / "events.jsonl").open()
+                 if '"start"' in line)
+    trainer_tokens = start["tokens"] + start["eval_tokens"]
+    assert abs(int(counted[1].replace(",", "")) - trainer_tokens) <= 0.02 * trainer_tokens
+    assert f"{int(counted[1].replace(',', '')):,} tokens" in job["summary"][1]
     out = Path(job["output_dir"])
     assert out == Path.cwd() / "runs" / job["job_id"]
     adapter = Path(job["adapter_dir"])
@@ -79,8 +93,9 @@ def test_launch_local_trains_a_usable_adapter(home_with_tiny: Path, cli_proc, ti
     assert listed[0]["created_at"] and listed[0]["updated_at"]
     shown = cli_proc("show", job["job_id"][:13])
     assert shown.code == 0 and "succeeded" in shown.out and "trainer.done" in shown.out
-    logs = cli_proc("logs", "e2e")
-    assert logs.code == 0 and "train_runtime" in logs.out
+    logs = cli_proc("logs", "e2e")  # the trainer's own readable lines, not raw dicts
+    assert logs.code == 0 and "[trainer] step 1/30  loss " in logs.out and "[trainer] step 30/30" in logs.out
+    assert "{'loss'" not in logs.out and "{'train_runtime'" not in logs.out
 
     # secrets never reach output, logs or the registry
     db_bytes = b"".join(p.read_bytes() for p in home.glob("state.db*"))
@@ -174,7 +189,7 @@ def test_detach_then_resume(home_with_tiny: Path, cli_proc) -> None:
     assert job["status"] == "running" and job["adapter_dir"] is None
     assert "rtrain resume" in result.err
     followed = cli_proc("logs", job["job_id"], "--follow")  # returns once the trainer has ended
-    assert followed.code == 0 and "train_runtime" in followed.out
+    assert followed.code == 0 and "[trainer] done: " in followed.out
     events = cli_proc("logs", job["job_id"], "--events")
     assert '"event": "done"' in events.out
     resumed = cli_proc("resume", job["job_id"], "--json")
