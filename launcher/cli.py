@@ -63,6 +63,7 @@ LAZY = {
     "export": ("launcher.cli_export:export_cmd", "Make serving files from a job's adapter: GGUF, Modelfile, merged."),
     "merge-adapters": ("launcher.cli_export:merge_adapters_cmd",
                        "Combine adapters into one whose update is exactly the weighted sum."),
+    "ui": ("launcher.cli_ui:ui", "A local dashboard of every job: live loss curves, costs, a stop button."),
     "doctor": ("launcher.cli_doctor:doctor", "Check this machine: Python, the training stack, provider keys, "
                                              "RTRAIN_HOME, disk."),
 }

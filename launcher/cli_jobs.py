@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -99,13 +100,23 @@ def _status_word(rec: JobRecord) -> str:
 @click.command()
 @click.argument("job")
 @click.option("--json", "as_json", is_flag=True, help="Print the job and its events as JSON.")
-def show(job: str, as_json: bool) -> None:
-    """Show one job: its spec, outcome and events."""
+@click.option("--plot", "plot_to", type=click.Path(dir_okay=False),
+              help="Write the loss (and eval loss) curve to FILE.png or FILE.svg (needs rtrain[ui]).")
+def show(job: str, as_json: bool, plot_to: str | None) -> None:
+    """Show one job: its spec, outcome and events (and a sparkline of its loss)."""
     import time
+
+    from launcher.dashboard import trainer_events
 
     registry = open_registry()
     rec = find_job(registry, job)
     events = registry.events(rec.id)
+    curve = trainer_events(rec, load_settings().rtrain_home())
+    if plot_to:
+        from launcher.plot import plot_losses
+
+        title = f"job {rec.id}" + (f" ({rec.name})" if rec.name else "")
+        click.echo(f"plot: {plot_losses(curve, Path(plot_to), title)}", err=as_json)
     if as_json:
         click.echo(json.dumps({**rec.public(), "spec": rec.spec_dict, "events": events}))
         return
@@ -114,6 +125,9 @@ def show(job: str, as_json: bool) -> None:
                 "final_loss", "cost_usd", "created_at", "updated_at", "error"):
         if d.get(key) is not None:
             click.echo(f"{key:>12}: {d[key]}")
+    losses = [e["loss"] for e in curve if e["event"] == "step" and isinstance(e.get("loss"), (int, float))]
+    if losses:
+        click.echo(f"{'loss':>12}: {sparkline(losses)} {losses[0]:.4f} -> {losses[-1]:.4f} ({len(losses)} steps)")
     estimate = next((e for e in events if e["kind"] == "estimate"), None)
     if estimate is not None:
         billed = f"billed ${rec.cost_usd:.2f}" if rec.cost_usd is not None else "not billed yet"
@@ -125,6 +139,19 @@ def show(job: str, as_json: bool) -> None:
     for ev in events:
         stamp = time.strftime("%H:%M:%S", time.localtime(ev["ts"]))
         click.echo(f"  {stamp} {ev['kind']:<16} {ev['message']}")
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
+    """The values as one line of block characters, averaged into at most ``width`` buckets."""
+    if len(values) > width:
+        per = len(values) / width
+        values = [sum(chunk) / len(chunk) for chunk in
+                  (values[int(i * per):max(int((i + 1) * per), int(i * per) + 1)] for i in range(width))]
+    low, high = min(values), max(values)
+    bars = "▁▂▃▄▅▆▇█"
+    if high - low < 1e-12:
+        return bars[3] * len(values)
+    return "".join(bars[min(7, int((v - low) / (high - low) * 8))] for v in values)
 
 
 def _print_attempts(rec: JobRecord, events: list[dict[str, Any]]) -> None:
