@@ -180,8 +180,23 @@ def test_every_request_needs_the_token_and_a_stop_needs_the_pages_origin(home: P
     assert "samesite=strict" in page.headers["set-cookie"].lower()
 
 
-def test_the_stop_button_ends_a_running_job_like_rtrain_down(home_with_tiny: Path, dashboard: str, browser,
-                                                             cli_proc) -> None:
+def grows(driver, script: str, timeout: float = 120) -> int:  # type: ignore[no-untyped-def]
+    """Wait until the number ``script`` gives is positive, then until it is larger: what it became."""
+    deadline = time.monotonic() + timeout
+    first = None
+    while time.monotonic() < deadline:
+        n = driver.execute_script(f"try {{ return {script}; }} catch (e) {{ return 0; }}") or 0
+        if first is None and n > 0:
+            first = n
+        elif first is not None and n > first:
+            return int(n)
+        time.sleep(0.1)
+    raise AssertionError(f"{script} did not grow (first {first})")
+
+
+def test_a_running_local_jobs_curve_grows_and_stop_ends_it_like_rtrain_down(home_with_tiny: Path, dashboard: str,
+                                                                          browser, cli_proc) -> None:
+    # a real job, detached: no launcher follows it, the page reads the trainer's own events
     started = cli_proc("launch", "--local", "--max-steps", "100000", "--eval-fraction", "0", "--detach", "--yes",
                        "--json")
     assert started.code == 0, started.err
@@ -189,6 +204,10 @@ def test_the_stop_button_ends_a_running_job_like_rtrain_down(home_with_tiny: Pat
     browser.get(dashboard)
     browser.get(dashboard.split("/?")[0] + f"/job/{job['job_id']}")
     wait_for(browser, "!document.getElementById('stop').hidden", True)
+    grows(browser, "window.rtrainCharts.loss.data[0].length")
+    if os.environ.get("RTRAIN_SCREENSHOTS"):  # how docs/dashboard-job.png is made
+        wait_for(browser, "window.rtrainCharts.loss.data[0].length >= 120", True, timeout=300)
+        browser.save_screenshot(str(Path(os.environ["RTRAIN_SCREENSHOTS"]) / "dashboard-job.png"))
     browser.find_element("id", "stop").click()
     browser.switch_to.alert.accept()  # "Stop job ...?"
     wait_for(browser, "document.querySelector('#status .status').textContent", "interrupted", timeout=120)

@@ -25,9 +25,12 @@ CURVE_EVENTS = ("start", "step", "eval", "checkpoint", "done", "error")
 
 
 def trainer_events(rec: Any, home: Path, since: int = 0) -> list[dict[str, Any]]:
-    """The trainer's events of a job from line ``since`` on: the launcher's live copy, else the ones
-    saved beside its outputs."""
+    """The trainer's events of a job from line ``since`` on: the trainer's own file when its machine
+    is this one (a local job, followed or detached), else the launcher's live copy, else the ones saved
+    beside its outputs."""
     candidates = [home / "jobs" / rec.id / "events.jsonl"]
+    if rec.backend == "local" and rec.workdir:
+        candidates.insert(0, Path(rec.workdir) / "events.jsonl")
     if rec.output_dir:
         candidates.append(Path(rec.output_dir) / "logs" / "events.jsonl")
     path = next((p for p in candidates if p.is_file()), None)
@@ -62,6 +65,8 @@ def cost_so_far(rec: Any, registry: Any) -> float | None:
     """Billed when the job ended; for a running job, its estimate's price times the time it has run."""
     if rec.cost_usd is not None or rec.status != "running":
         return rec.cost_usd
+    if rec.backend == "local":
+        return 0.0  # this machine bills nothing
     estimate = next((e["data"] for e in registry.events(rec.id) if e["kind"] == "estimate" and e["data"]), None)
     gpus = (estimate or {}).get("gpus") or []
     price = next((g.get("price_per_hr") for g in gpus if g.get("price_per_hr")), None)

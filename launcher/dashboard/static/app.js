@@ -127,7 +127,7 @@ async function drawJob() {
   document.getElementById("estimate").textContent = estimate ? estimate.message
     : (data.backend === "local" ? "this machine: nothing billed" : "");
   job.chart = chart(document.getElementById("loss-chart"), ["loss", "eval loss"], s.loss, job.chart);
-  job.lr = chart(document.getElementById("lr-chart"), ["learning rate"], s.lr, job.lr, (v) => v.toExponential(1));
+  job.lr = chart(document.getElementById("lr-chart"), ["learning rate"], s.lr, job.lr, (v) => v.toPrecision(3));
   window.rtrainCharts = { loss: job.chart, lr: job.lr };
   const outputs = [];
   if (data.adapter_dir) outputs.push(`adapter: ${data.adapter_dir}`);
