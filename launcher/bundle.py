@@ -59,7 +59,7 @@ def ensure_tiny_model(home: Path, python: str | None = None, say: Callable[[str]
     cmd = [python or sys.executable, "-m", "remote.tiny_model", str(out), "--data", str(sample_dataset())]
     require_training_stack(python or sys.executable, "the tiny model")
     if say is not None:
-        say(f"building rtrain's tiny model in {out} (first run only, about a minute on a CPU)")
+        say(f"building rtrain's tiny model in {out} (the first run only; seconds on a CPU)")
     lines: list[str] = []
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -174,6 +174,23 @@ def _worth_openssh(ex: Executor, remote_dir: str, names: list[str] | None) -> bo
     return size.ok and size.stdout.strip().isdigit() and int(size.stdout.strip()) >= BULK
 
 
+def _extract_whole(stream: BinaryIO, dest: Path, remote_dir: str) -> tuple[dict[str, str], ProviderError | None]:
+    """``_extract`` of a whole stream (read to its end, so the sending command can end), with what it
+    refused as a ProviderError to raise once the command's own outcome is known."""
+    try:
+        hashes = _extract(stream, dest, remote_dir)
+        while stream.read(PIECE):  # tar's zero blocks after the last member
+            pass
+        return hashes, None
+    except (tarfile.TarError, EOFError) as exc:
+        return {}, ProviderError(f"refusing {remote_dir}: what the machine sent is not a whole tar archive "
+                                 f"({type(exc).__name__}: {exc})")
+    except ProviderError as exc:
+        return {}, exc
+    except OSError as exc:
+        return {}, ProviderError(f"refusing {remote_dir}: it cannot be unpacked here ({exc})")
+
+
 def _fetch_openssh(proc: subprocess.Popen[bytes], remote_dir: str, dest: Path) -> dict[str, str]:
     """The tar stream from an OpenSSH ``ssh`` process, extracted as it arrives."""
     assert proc.stdout is not None and proc.stderr is not None
@@ -181,17 +198,7 @@ def _fetch_openssh(proc: subprocess.Popen[bytes], remote_dir: str, dest: Path) -
     hashes: dict[str, str] = {}
     try:
         with proc.stdout as stream:
-            try:
-                hashes = _extract(_Capped(stream, remote_dir), dest, remote_dir)  # type: ignore[arg-type]
-                while stream.read(PIECE):
-                    pass
-            except (tarfile.TarError, EOFError) as exc:
-                failure = ProviderError(f"refusing {remote_dir}: what the machine sent is not a whole tar archive "
-                                        f"({type(exc).__name__}: {exc})")
-            except ProviderError as exc:
-                failure = exc
-            except OSError as exc:
-                failure = ProviderError(f"refusing {remote_dir}: it cannot be unpacked here ({exc})")
+            hashes, failure = _extract_whole(_Capped(stream, remote_dir), dest, remote_dir)  # type: ignore[arg-type]
     except BaseException:
         proc.kill()  # interrupted: the ssh process ends with us
         raise
@@ -239,20 +246,8 @@ def _fetch_once(ex: Executor, command: str, remote_dir: str, dest: Path, progres
 
     thread = threading.Thread(target=pump, name="rtrain-download", daemon=True)
     thread.start()
-    failure: BaseException | None = None
-    hashes: dict[str, str] = {}
     with os.fdopen(read_fd, "rb", buffering=PIECE) as stream:
-        try:
-            hashes = _extract(stream, dest, remote_dir)
-            while stream.read(PIECE):  # tar's zero blocks after the last member: let the command end
-                pass
-        except (tarfile.TarError, EOFError) as exc:
-            failure = ProviderError(f"refusing {remote_dir}: what the machine sent is not a whole tar archive "
-                                    f"({type(exc).__name__}: {exc})")
-        except ProviderError as exc:
-            failure = exc
-        except OSError as exc:
-            failure = ProviderError(f"refusing {remote_dir}: it cannot be unpacked here ({exc})")
+        hashes, failure = _extract_whole(stream, dest, remote_dir)
     thread.join()  # the read end is closed: a command still writing ends now
     error = outcome.get("error")
     if isinstance(error, ConnectionLost):
