@@ -82,6 +82,8 @@ def launch(values: dict[str, Any], template: str | None, *, settings: Settings, 
 def plan_lines(plan: Plan) -> list[str]:
     """What the launch is about to do, in a few lines (printed before anything is rented, and kept as
     the job's ``summary`` event, which ``launch --json`` returns)."""
+    from remote.formats import held_out
+
     spec = plan.spec
     model = "rtrain's tiny model" if spec.is_tiny_model else spec.model
     where = "this machine" if spec.backend == "local" else (
@@ -93,8 +95,7 @@ def plan_lines(plan: Plan) -> list[str]:
     examples = sum(f.examples for f in files)
     counted = all(f.counted is not None for f in files)
     tokens = sum(f.counted if f.counted is not None else f.approx_tokens for f in files)
-    held = 0 if spec.eval_datasets or not spec.eval_fraction or examples < 20 else \
-        min(200, max(1, round(examples * spec.eval_fraction)))
+    held = 0 if spec.eval_datasets else held_out(examples, spec.eval_fraction)
     if spec.max_steps:
         steps = f"{spec.max_steps} steps (--max-steps)"
     else:

@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from remote.formats import CHATML_TEMPLATE, DatasetError, Example, capped, read_examples
+from remote.formats import CHATML_TEMPLATE, DatasetError, Example, capped, held_out, read_examples
 
 IGNORE = -100
 
@@ -69,12 +69,11 @@ def load_examples(paths: list[str], max_samples: int | None, seed: int,
     return examples, formats
 
 
-def split_eval(examples: list[Sourced], fraction: float, seed: int, cap: int = 200) -> tuple[list[Sourced],
-                                                                                          list[Sourced]]:
-    """A seeded held-out share (at least 1, at most ``cap``); none from fewer than 20 examples."""
-    if fraction <= 0 or len(examples) < 20:
+def split_eval(examples: list[Sourced], fraction: float, seed: int) -> tuple[list[Sourced], list[Sourced]]:
+    """A seeded held-out share, as many as ``held_out`` says."""
+    n_eval = held_out(len(examples), fraction)
+    if not n_eval:
         return examples, []
-    n_eval = min(cap, max(1, round(len(examples) * fraction)))
     order = list(range(len(examples)))
     random.Random(seed + 1).shuffle(order)
     held = set(order[:n_eval])

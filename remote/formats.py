@@ -39,6 +39,14 @@ CHATML_TEMPLATE = (
 )
 
 
+def held_out(examples: int, fraction: float, cap: int = 200) -> int:
+    """How many of ``examples`` the trainer holds out for eval: a share (at least 1, at most ``cap``),
+    none from fewer than 20 examples."""
+    if fraction <= 0 or examples < 20:
+        return 0
+    return min(cap, max(1, round(examples * fraction)))
+
+
 class RecordError(ValueError):
     """What is wrong with one record (the caller adds file and line)."""
 

@@ -32,6 +32,20 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(2, int((os.cpu_count() or 2) * 1.5))
 
 
+#: the modules whose tests take longest (whole jobs over fake providers): started first, so that no
+#: worker is left with one of them at the end while the others are idle
+FIRST = ("test_recovery_e2e", "test_lambda_e2e", "test_runpod_e2e", "test_trainer_e2e", "test_backend_contract",
+         "test_formats_e2e", "test_dashboard", "test_first_run")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        module = item.module.__name__ if item.module is not None else ""
+        return FIRST.index(module) if module in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: within a module, the order tests are written in
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """rtrain's tiny model, built once per test run (shared by the xdist workers, under a file lock)
