@@ -111,6 +111,10 @@ def cost(local: bool, backend: str | None, template: str | None, datasets: tuple
         values["backend"] = "auto"  # the local machine costs nothing: price the job where it could be rented
     settings = load_settings()
     plan = validate(values, template, settings, to_launch=False)
+    if plan.spec.is_tiny_model:  # built on first use: say so while it is (progress on stderr)
+        from launcher.uploads import local_model_folder
+
+        local_model_folder(plan.spec, settings, say=lambda line: click.echo(line, err=True))
     est, warnings = build_estimate(plan, settings, providers, plan.spec.gpu or None)
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
