@@ -63,7 +63,6 @@ def dashboard(home: Path) -> Iterator[str]:
         line = proc.stdout.readline()
         assert line.startswith("dashboard: http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() else "")
         url = line.split(" ", 1)[1].strip()
-        base = url.split("/?")[0]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # listening already (the socket is bound before the line)
             try:
@@ -79,7 +78,6 @@ def dashboard(home: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    _ = base
 
 
 @pytest.fixture
