@@ -166,6 +166,11 @@ def test_every_request_needs_the_token_and_a_stop_needs_the_pages_origin(home: P
     assert [{k: j[k] for k in ls[0]} for j in listed] == ls  # `rtrain ls --json`'s shape
     one = httpx.get(f"{base}/api/jobs/261122-150000-ffff", headers={"X-Rtrain-Token": token}).json()
     assert [e["step"] for e in one["trainer"]] == [1, 2, 3] and one["spec"]["model"] == "rtrain-tiny"
+    later = httpx.get(f"{base}/api/jobs/261122-150000-ffff?since=2", headers={"X-Rtrain-Token": token}).json()
+    assert [e["step"] for e in later["trainer"]] == [3]  # only what the page has not drawn yet
+    bad = httpx.get(f"{base}/api/jobs/261122-150000-ffff?since=-1", headers={"X-Rtrain-Token": token})
+    assert bad.status_code == 400 and "since" in bad.json()["error"]
+    assert httpx.get(f"{base}/api/jobs/nope", headers={"X-Rtrain-Token": token}).status_code == 404
     stop = f"{base}/api/jobs/261122-150000-ffff/stop"
     assert httpx.post(stop).status_code == 401
     refused = httpx.post(stop, headers={"X-Rtrain-Token": token, "Origin": "http://evil.example"})

@@ -133,7 +133,10 @@ def create_app(token: str | None = None) -> tuple[Any, str]:
             rec = registry.get(request.path_params["job"])
         except KeyError as exc:
             return JSONResponse({"error": str(exc.args[0])}, 404)
-        since = int(request.query_params.get("since", "0") or 0)
+        since_text = request.query_params.get("since", "0")
+        if not since_text.isdigit():
+            return JSONResponse({"error": "since: a line number (0 or more)"}, 400)
+        since = int(since_text)
         return JSONResponse({**rec.public(), "spec": rec.spec_dict, "events": registry.events(rec.id),
                              "gpu": rec.gpu, "cost_so_far_usd": cost_so_far(rec, registry),
                              "trainer": trainer_events(rec, home, since)})
