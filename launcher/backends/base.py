@@ -159,6 +159,19 @@ class Backend(Protocol):
         ...
 
 
+def connect_api(backend: Any, settings: Settings, api_class: Callable[..., Any], url: str, *, quick: bool) -> Any:
+    """A cloud backend's API client: its key (a UsageError naming the variable when it is unset or
+    empty), with rtrain's retry rules (the quick policy for a listing or a price lookup)."""
+    from launcher.backends.http import RetryPolicy
+    from launcher.errors import UsageError
+
+    key = backend.api_key(settings)
+    if key is None:
+        raise UsageError(f"{backend.key_env} is not set (export it, or put it in .env)")
+    policy = RetryPolicy.quick() if quick else RetryPolicy(attempts=settings.api_retries)
+    return api_class(url, key, policy=policy)
+
+
 def api_key_of(settings: Any, field_name: str) -> str | None:
     """A SecretStr setting's value, None when unset or empty (``RUNPOD_API_KEY=`` is no key)."""
     secret = getattr(settings, field_name, None)

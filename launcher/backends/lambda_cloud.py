@@ -20,13 +20,12 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from launcher.backends.base import Leftover, NoCapacity, Pod, PodRequest, SSHEndpoint, api_key_of
-from launcher.backends.http import RetryPolicy
+from launcher.backends.base import Leftover, NoCapacity, Pod, PodRequest, SSHEndpoint, api_key_of, connect_api
 from launcher.backends.lambda_api import LambdaAPI, LambdaError
 from launcher.backends.ssh_ready import wait_for_ssh
 from launcher.catalog import catalog, resolve_gpu
 from launcher.config import Settings
-from launcher.errors import PodLost, ProviderError, UsageError
+from launcher.errors import PodLost, ProviderError
 from launcher.executor.ssh import SSHExecutor
 from launcher.keys import JobKeys
 from launcher.runtime import DockerImage
@@ -88,12 +87,8 @@ class LambdaBackend:
     }
 
     def __init__(self, settings: Settings, *, quick: bool = False) -> None:
-        key = self.api_key(settings)
-        if key is None:
-            raise UsageError("LAMBDA_API_KEY is not set (export it, or put it in .env)")
         self.settings = settings
-        policy = RetryPolicy.quick() if quick else RetryPolicy(attempts=settings.api_retries)
-        self.api = LambdaAPI(settings.lambda_api_url, key, policy=policy)
+        self.api: LambdaAPI = connect_api(self, settings, LambdaAPI, settings.lambda_api_url, quick=quick)
 
     @classmethod
     def api_key(cls, settings: Settings) -> str | None:

@@ -18,13 +18,12 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from launcher.backends.base import NoCapacity, Pod, PodRequest, SSHEndpoint, api_key_of
-from launcher.backends.http import RetryPolicy
+from launcher.backends.base import NoCapacity, Pod, PodRequest, SSHEndpoint, api_key_of, connect_api
 from launcher.backends.runpod_api import RunPodAPI, RunPodError
 from launcher.backends.ssh_ready import wait_for_ssh
 from launcher.catalog import catalog, resolve_gpu
 from launcher.config import Settings
-from launcher.errors import PodLost, ProviderError, UsageError
+from launcher.errors import PodLost, ProviderError
 from launcher.executor.ssh import SSHExecutor
 from launcher.keys import JobKeys
 from launcher.runtime import PlainPython
@@ -62,12 +61,8 @@ class RunPodBackend:
     lacks: ClassVar[dict[str, str]] = {}
 
     def __init__(self, settings: Settings, *, quick: bool = False) -> None:
-        key = self.api_key(settings)
-        if key is None:
-            raise UsageError("RUNPOD_API_KEY is not set (export it, or put it in .env)")
         self.settings = settings
-        policy = RetryPolicy.quick() if quick else RetryPolicy(attempts=settings.api_retries)
-        self.api = RunPodAPI(settings.runpod_api_url, key, policy=policy)
+        self.api: RunPodAPI = connect_api(self, settings, RunPodAPI, settings.runpod_api_url, quick=quick)
 
     @classmethod
     def api_key(cls, settings: Settings) -> str | None:
