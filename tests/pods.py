@@ -115,16 +115,21 @@ class FakePod:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # --kill-child takes every process of the pod down
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        end_namespace(self.proc)
         self.proc = None
+
+
+def end_namespace(proc: subprocess.Popen | None) -> None:
+    """End an ``unshare --kill-child`` machine (a fake pod or VM): SIGTERM to its group takes every
+    process in it down; SIGKILL if that has not happened within 10 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def ssh_keygen(path: Path, comment: str = "test") -> tuple[Path, str]:

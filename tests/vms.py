@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from pods import end_namespace
 
 UID = 4242  # ubuntu inside the VM (a number no host account uses)
 DOCKER_STANDIN = Path(__file__).resolve().parent / "docker_standin.py"
@@ -128,15 +128,7 @@ class FakeVM:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # --kill-child takes every process of the VM down
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        end_namespace(self.proc)
         self.proc = None
 
     def docker_calls(self) -> list[list[str]]:
