@@ -51,15 +51,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
-    from fake_runpod import FakeRunPod
+    from common import fake_runpod, tiny_home
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        home = base / "home"
-        env = dict(os.environ, RTRAIN_HOME=str(home), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1",
-                   RUNPOD_API_KEY="bench-key")
-        subprocess.run([sys.executable, "-m", "launcher.cli", "init-tiny-model", str(home / "models" / "rtrain-tiny")],
-                       env=env, check=True, capture_output=True)
+        home, env = tiny_home(base)
         # the baseline runs exactly the job the launches run: job.json made from the same spec
         from launcher.config import Settings
         from launcher.plan import validate
@@ -73,8 +69,7 @@ def main() -> None:
         direct_dir = base / "direct"
         direct_dir.mkdir()
         (direct_dir / "job.json").write_text(json.dumps(job))
-        fake = FakeRunPod(base / "pods", api_key="bench-key", boot_s=0.0, pod_env={"HF_HUB_OFFLINE": "1"}).start()
-        env["RTRAIN_RUNPOD_API_URL"] = fake.url
+        fake = fake_runpod(base, env)
         launch = [sys.executable, "-m", "launcher.cli", "launch", "--template", "tiny-cpu", "--dataset", str(SAMPLE),
                   "--max-steps", str(args.steps), "--yes", "--json"]
         try:

@@ -127,17 +127,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    from fake_runpod import FakeRunPod
+    from common import fake_runpod, tiny_home
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        home = base / "home"
-        env = dict(os.environ, RTRAIN_HOME=str(home), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1",
-                   RUNPOD_API_KEY="bench-key")
-        subprocess.run([sys.executable, "-m", "launcher.cli", "init-tiny-model", str(home / "models" / "rtrain-tiny")],
-                       env=env, check=True, capture_output=True)
-        fake = FakeRunPod(base / "pods", api_key="bench-key", boot_s=0.0, pod_env={"HF_HUB_OFFLINE": "1"}).start()
-        env["RTRAIN_RUNPOD_API_URL"] = fake.url
+        home, env = tiny_home(base)
+        fake = fake_runpod(base, env)
         try:
             rows: dict[str, list[float]] = {"resumed in place": [], "a new pod": []}
             sizes, floors = [], []
