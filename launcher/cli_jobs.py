@@ -111,7 +111,8 @@ def show(job: str, as_json: bool, plot_to: str | None) -> None:
     registry = open_registry()
     rec = find_job(registry, job)
     events = registry.events(rec.id)
-    curve = trainer_events(rec, load_settings().rtrain_home())
+    needed = plot_to or not as_json  # the curve is for the plot and the sparkline, not for --json
+    curve = trainer_events(rec, load_settings().rtrain_home()) if needed else []
     if plot_to:
         from launcher.plot import plot_losses
 

@@ -24,16 +24,41 @@ COOKIE = "rtrain_token"
 CURVE_EVENTS = ("start", "step", "eval", "checkpoint", "done", "error")
 
 
-def trainer_events(rec: Any, home: Path, since: int = 0) -> list[dict[str, Any]]:
-    """The trainer's events of a job from line ``since`` on: the trainer's own file when its machine
-    is this one (a local job, followed or detached), else the launcher's live copy, else the ones saved
-    beside its outputs."""
+def events_path(rec: Any, home: Path) -> Path | None:
+    """Where a job's trainer events are: the trainer's own file when its machine is this one (a local
+    job, followed or detached), else the launcher's live copy, else the ones saved beside its outputs."""
     candidates = [home / "jobs" / rec.id / "events.jsonl"]
     if rec.backend == "local" and rec.workdir:
         candidates.insert(0, Path(rec.workdir) / "events.jsonl")
     if rec.output_dir:
         candidates.append(Path(rec.output_dir) / "logs" / "events.jsonl")
-    path = next((p for p in candidates if p.is_file()), None)
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def last_step(rec: Any, home: Path, tail: int = 1 << 16) -> dict[str, Any] | None:
+    """A job's newest ``step`` event, from the end of its events file only (the list asks every second,
+    for every job)."""
+    path = events_path(rec, home)
+    if path is None:
+        return None
+    start = max(0, path.stat().st_size - tail)
+    with path.open("rb") as fh:
+        fh.seek(start)
+        lines = fh.read().decode("utf-8", errors="replace").split("\n")
+    for line in reversed(lines[1:] if start else lines):  # after a seek, the first line is cut
+        if '"step"' in line:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "step":
+                return event
+    return None
+
+
+def trainer_events(rec: Any, home: Path, since: int = 0) -> list[dict[str, Any]]:
+    """The trainer's events of a job (``events_path``) from line ``since`` on."""
+    path = events_path(rec, home)
     if path is None:
         return []
     events = []
@@ -55,9 +80,9 @@ def job_summary(rec: Any, registry: Any, home: Path) -> dict[str, Any]:
     data = rec.public()
     data["gpu"] = rec.gpu
     data["cost_so_far_usd"] = cost_so_far(rec, registry)
-    steps = [e for e in trainer_events(rec, home) if e["event"] == "step"]
-    data["last_loss"] = steps[-1]["loss"] if steps else rec.final_loss
-    data["total_steps"] = steps[-1].get("total_steps") if steps else None
+    step = last_step(rec, home)
+    data["last_loss"] = step["loss"] if step else rec.final_loss
+    data["total_steps"] = step.get("total_steps") if step else None
     return data
 
 
