@@ -199,13 +199,17 @@ def cli_proc() -> Iterator:
     yield run
 
 
-def wait_for_training(home: Path, timeout: float = 900) -> dict:
-    """The newest job's registry row once it is training (phase follow, a step done)."""
+def wait_for_training(home: Path, proc: subprocess.Popen, timeout: float = 900) -> dict:
+    """The newest job's registry row once it is training (phase follow, a step done); fails at once,
+    with what the launcher said, if the launcher ``proc`` ends first."""
     import sqlite3
     import time
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr is not None else ""
+            raise AssertionError(f"the launcher ended (exit {proc.returncode}) before training:\n{err[-3000:]}")
         if (home / "state.db").exists():
             db = sqlite3.connect(home / "state.db")
             db.row_factory = sqlite3.Row

@@ -129,7 +129,7 @@ def start_launch(*args: str) -> subprocess.Popen:
 def test_ctrl_c_during_training_ends_the_instance_and_its_key(lambda_cloud: FakeLambda, home_with_tiny) -> None:
     proc = start_launch(*JOB, "--max-steps", "100000")
     try:
-        wait_for_training(home_with_tiny)
+        wait_for_training(home_with_tiny, proc)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -141,7 +141,7 @@ def test_ctrl_c_during_training_ends_the_instance_and_its_key(lambda_cloud: Fake
 def test_a_killed_launcher_is_resumed(lambda_cloud: FakeLambda, home_with_tiny: Path, cli_proc) -> None:
     proc = start_launch(*JOB, "--max-steps", "40", "--batch-size", "2")
     try:
-        row = wait_for_training(home_with_tiny)
+        row = wait_for_training(home_with_tiny, proc)
         proc.kill()  # SIGKILL: no teardown runs
         proc.wait(30)
     finally:

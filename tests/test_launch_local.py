@@ -148,7 +148,7 @@ def alive(pid: int) -> bool:
 def test_ctrl_c_during_training_stops_the_trainer_and_exits_130(home_with_tiny: Path) -> None:
     proc = start_launch("--max-steps", "100000")
     try:
-        row = wait_for_training(home_with_tiny)
+        row = wait_for_training(home_with_tiny, proc)
         pid = int((home_with_tiny / "local" / "jobs" / row["id"] / "trainer.pid").read_text())
         assert alive(pid)
         proc.send_signal(signal.SIGINT)
@@ -165,7 +165,7 @@ def test_ctrl_c_during_training_stops_the_trainer_and_exits_130(home_with_tiny: 
 def test_resume_after_the_launcher_died(home_with_tiny: Path, cli_proc) -> None:
     proc = start_launch("--max-steps", "150", "--batch-size", "2")
     try:
-        row = wait_for_training(home_with_tiny)
+        row = wait_for_training(home_with_tiny, proc)
     except BaseException:
         stop_launcher(proc)
         raise

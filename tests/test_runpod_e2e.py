@@ -229,7 +229,7 @@ def test_a_tar_member_escaping_the_folder_is_refused(runpod: FakeRunPod, tmp_pat
 def test_ctrl_c_during_training_terminates_the_pod(runpod: FakeRunPod, home_with_tiny: Path) -> None:
     proc = start_launch(*JOB, "--max-steps", "100000")
     try:
-        wait_for_training(home_with_tiny)
+        wait_for_training(home_with_tiny, proc)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -247,7 +247,7 @@ def pod_session_pids(pod) -> list[int]:
 def test_a_dropped_connection_during_training_is_survived(runpod: FakeRunPod, home_with_tiny: Path) -> None:
     proc = start_launch(*JOB, "--max-steps", "80", "--batch-size", "2", "--eval-fraction", "0")
     try:
-        row = wait_for_training(home_with_tiny)
+        row = wait_for_training(home_with_tiny, proc)
         pod = runpod.ledger[row["pod_id"]]
         killed = pod_session_pids(pod)
         assert killed
