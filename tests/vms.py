@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -91,10 +92,14 @@ class FakeVM:
     def _bin(self) -> None:
         folder = self.base / "bin"
         folder.mkdir(parents=True, exist_ok=True)
-        for name, target in (("python3", sys.executable), ("docker", str(DOCKER_STANDIN))):
-            link = folder / name
-            if not link.exists():
-                link.symlink_to(target)
+        python = folder / "python3"
+        if not python.exists():
+            python.symlink_to(sys.executable)
+        # a copy, not a link: the VM's user must be able to read it wherever the checkout is (a
+        # `mktemp -d` clone is 0700, which the user ubuntu cannot enter)
+        docker = folder / "docker"
+        shutil.copyfile(DOCKER_STANDIN, docker)
+        docker.chmod(0o755)
 
     def _script(self) -> str:
         b = self.base
